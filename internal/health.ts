@@ -1,0 +1,53 @@
+import type { BuildInfo } from './build-info.ts'
+import { sendProblem } from './problem.ts'
+import type { Handler } from './routes.ts'
+
+/**
+ * handleHealth answers liveness probes and people: the service, its version and build provenance,
+ * when it started and for how long it has run. Everything but the uptime is serialised once here.
+ * It stays 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
+ */
+export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
+  const started = startedAt.getTime()
+  const head = JSON.stringify({
+    status: 'ok',
+    service: build.service,
+    version: build.version,
+    startedAt: startedAt.toISOString(),
+    build: { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty },
+  }).slice(0, -1)
+  return (_req, res) => {
+    const ms = Date.now() - started
+    const body = `${head},"uptime":"${formatDuration(ms)}","uptimeSeconds":${ms / 1000}}`
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+    })
+    res.end(body)
+  }
+}
+
+/**
+ * handleReady answers readiness probes: 200 while the service takes traffic, 503 from the moment
+ * shutdown begins, so load balancers stop sending before the listener closes.
+ */
+export function handleReady(isDraining: () => boolean): Handler {
+  const body = '{"status":"ready"}'
+  const headers = { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' }
+  const problemHeaders = { 'cache-control': 'no-store' }
+  return (_req, res) => {
+    if (isDraining()) return sendProblem(res, 503, 'The service is shutting down.', problemHeaders)
+    res.writeHead(200, headers).end(body)
+  }
+}
+
+/** formatDuration writes milliseconds the way Go prints a time.Duration: 1h2m3.5s, 4m0s, 1.5s, 250ms. */
+export function formatDuration(duration: number): string {
+  const ms = Math.round(duration)
+  if (ms < 1000) return `${ms}ms`
+  const h = Math.floor(ms / 3_600_000)
+  const m = Math.floor((ms % 3_600_000) / 60_000)
+  const s = ((ms % 60_000) / 1000).toFixed(3).replace(/\.?0+$/, '')
+  return `${h > 0 ? `${h}h` : ''}${h > 0 || m > 0 ? `${m}m` : ''}${s}s`
+}

@@ -1,0 +1,56 @@
+import { type DestinationStream, type Logger, pino } from 'pino'
+import type { BuildInfo } from './build-info.ts'
+import type { LogLevel } from './config.ts'
+import type { TrackedResponse } from './response.ts'
+
+export type { Logger }
+
+// Credentials must never reach the logs, whatever a handler decides to log about a request.
+const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) =>
+  ['headers', 'req.headers', 'res.headers'].map((parent) => `${parent}["${name}"]`),
+)
+
+/**
+ * newLogger returns the root logger: one JSON line per event on stream, level as its label, ISO
+ * time, and the service and version on every line. Create it once in run() and pass it down.
+ */
+export function newLogger(stream: DestinationStream, level: LogLevel, build: Pick<BuildInfo, 'service' | 'version'>): Logger {
+  return pino(
+    {
+      level,
+      base: { service: build.service, version: build.version },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: { paths: redactPaths, censor: '[REDACTED]' },
+    },
+    stream,
+  )
+}
+
+/**
+ * logAccess writes the access-log line of a finished or aborted response: error for 5xx, warn for
+ * 4xx and aborts, info otherwise. The path is logged without its query string, which may carry
+ * tokens. A response aborted before its status was sent is logged as 499 (nginx's "client closed
+ * request"), never as a status that was not sent.
+ */
+export function logAccess(log: Logger, res: TrackedResponse): void {
+  const req = res.req
+  const aborted = res.aborted
+  const status = !aborted || res.headersSent ? res.statusCode : 499
+  const url = req.url ?? ''
+  const query = url.indexOf('?')
+  const fields = {
+    method: req.method,
+    path: query === -1 ? url : url.slice(0, query),
+    status,
+    bytes: res.bodyBytes,
+    durationMs: Math.round((performance.now() - res.startedAt) * 1000) / 1000,
+    requestId: res.requestId,
+    remoteAddr: req.socket.remoteAddress,
+    userAgent: req.headers['user-agent'],
+    aborted: aborted || undefined,
+  }
+  if (status >= 500) log.error(fields, 'request')
+  else if (status >= 400 || aborted) log.warn(fields, 'request')
+  else log.info(fields, 'request')
+}

@@ -1,0 +1,55 @@
+import { ServerResponse } from 'node:http'
+
+type Callback = (err?: Error | null) => void
+
+/**
+ * TrackedResponse is the response decorator, the counterpart of a Go ResponseWriter wrapper: the
+ * server creates one per request (`createServer({ ServerResponse: TrackedResponse })`), so it costs
+ * no wrapper object, no closure and no lost capability. It counts the body bytes handed to the
+ * socket and remembers when the request started; status comes from `statusCode` itself. The access
+ * log reads it on 'close', and later metrics or tracing hook in here too.
+ *
+ * A subclass rather than a wrapper function because Node's API asks for one, and because every
+ * method it does not override (flushHeaders, writeEarlyHints, pipe targets...) keeps working.
+ */
+export class TrackedResponse extends ServerResponse {
+  /** startedAt is performance.now() when the request's headers were parsed. */
+  readonly startedAt = performance.now()
+  /** requestId identifies the request in logs and in the X-Request-Id response header. */
+  requestId = ''
+  #written = 0
+
+  /**
+   * bodyBytes is the number of body bytes sent: 0 for HEAD, 1xx, 204 and 304 responses (Node
+   * drops their body), otherwise every byte given to write() and end(), encoded.
+   */
+  get bodyBytes(): number {
+    const status = this.statusCode
+    if (this.req.method === 'HEAD' || status < 200 || status === 204 || status === 304) return 0
+    return this.#written
+  }
+
+  /** aborted is true once the response closed before it finished: the client went away, or the handler destroyed it. */
+  get aborted(): boolean {
+    return this.destroyed && !this.writableFinished
+  }
+
+  // One signature covering every overload; Node sorts out which optional argument is which, and
+  // the return value (false means "wait for 'drain'") is passed through untouched.
+  override write(chunk: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): boolean {
+    if (!this.writableEnded && !this.destroyed) this.#written += byteLength(chunk, encoding)
+    return super.write(chunk, encoding as BufferEncoding, callback)
+  }
+
+  override end(chunk?: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): this {
+    // end() writes its chunk through Node's internal write, not this.write, so it is counted once.
+    if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed) this.#written += byteLength(chunk, encoding)
+    return super.end(chunk, encoding as BufferEncoding, callback)
+  }
+}
+
+function byteLength(chunk: unknown, encoding: BufferEncoding | Callback | undefined): number {
+  if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : 'utf8')
+  if (chunk instanceof Uint8Array) return chunk.byteLength
+  return 0
+}

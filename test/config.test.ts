@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { type Env, parseConfig, parseDuration } from '../internal/config.ts'
+
+describe('parseConfig', () => {
+  it('applies the documented defaults to an empty environment', () => {
+    const result = parseConfig({})
+    assert.deepEqual(result, {
+      ok: true,
+      config: { port: 8080, host: '', logLevel: 'info', shutdownDelayMs: 0, shutdownTimeoutMs: 10_000 },
+    })
+    assert.ok(result.ok && Object.isFrozen(result.config))
+  })
+
+  it('treats an empty value as unset', () => {
+    assert.deepEqual(parseConfig({ PORT: '', LOG_LEVEL: '' }), parseConfig({}))
+  })
+
+  const valid: [Env, Record<string, unknown>][] = [
+    [{ PORT: '0' }, { port: 0 }],
+    [{ PORT: '65535' }, { port: 65535 }],
+    [{ HOST: '127.0.0.1' }, { host: '127.0.0.1' }],
+    [{ HOST: '::1' }, { host: '::1' }],
+    [{ HOST: 'localhost' }, { host: 'localhost' }],
+    [{ LOG_LEVEL: 'silent' }, { logLevel: 'silent' }],
+    [{ LOG_LEVEL: 'trace' }, { logLevel: 'trace' }],
+    [{ SHUTDOWN_DELAY: '5s' }, { shutdownDelayMs: 5000 }],
+    [{ SHUTDOWN_TIMEOUT: '1m30s' }, { shutdownTimeoutMs: 90_000 }],
+  ]
+  for (const [env, expected] of valid) {
+    it(`accepts ${JSON.stringify(env)}`, () => {
+      const result = parseConfig(env)
+      assert.ok(result.ok, JSON.stringify(result))
+      assert.deepEqual({ ...result.config, ...expected }, result.config)
+    })
+  }
+
+  const invalid: [Env, string][] = [
+    [{ PORT: 'abc' }, 'Expected `PORT` to be an integer from 0 to 65535, got `abc`'],
+    [{ PORT: '65536' }, 'Expected `PORT` to be an integer from 0 to 65535, got `65536`'],
+    [{ PORT: '-1' }, 'Expected `PORT` to be an integer from 0 to 65535, got `-1`'],
+    [{ PORT: '80.5' }, 'Expected `PORT` to be an integer from 0 to 65535, got `80.5`'],
+    [{ HOST: 'bad host' }, 'Expected `HOST` to be a host name or IP address, got `bad host`'],
+    [{ LOG_LEVEL: 'verbose' }, 'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `verbose`'],
+    [{ LOG_LEVEL: 'INFO' }, 'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `INFO`'],
+    [{ SHUTDOWN_DELAY: '5' }, 'Expected `SHUTDOWN_DELAY` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `5`'],
+    [{ SHUTDOWN_TIMEOUT: '10 s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `10 s`'],
+    [{ SHUTDOWN_TIMEOUT: '-1s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `-1s`'],
+  ]
+  for (const [env, problem] of invalid) {
+    it(`rejects ${JSON.stringify(env)}`, () => {
+      assert.deepEqual(parseConfig(env), { ok: false, problems: [problem] })
+    })
+  }
+
+  it('reports every invalid variable at once', () => {
+    const result = parseConfig({ PORT: 'x', LOG_LEVEL: 'loud', SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '2' })
+    assert.equal(result.ok, false)
+    assert.deepEqual(
+      !result.ok && result.problems.map((p) => p.match(/`(\w+)`/)?.[1]),
+      ['PORT', 'LOG_LEVEL', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT'],
+    )
+  })
+})
+
+describe('parseDuration', () => {
+  const cases: [string, number | undefined][] = [
+    ['0s', 0],
+    ['500ms', 500],
+    ['10s', 10_000],
+    ['1.5s', 1500],
+    ['1m', 60_000],
+    ['2h', 7_200_000],
+    ['1h2m3.5s', 3_723_500],
+    ['10', undefined],
+    ['', undefined],
+    ['s', undefined],
+    ['1d', undefined],
+    ['1S', undefined],
+    [' 1s', undefined],
+    ['1s ', undefined],
+    ['.5s', undefined],
+    ['1e3ms', undefined],
+    ['1000h', undefined], // beyond what setTimeout can wait
+  ]
+  for (const [input, expected] of cases) {
+    it(`parses ${JSON.stringify(input)} as ${expected}`, () => assert.equal(parseDuration(input), expected))
+  }
+})

@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { describe, it } from 'node:test'
+import { formatDuration } from '../internal/health.ts'
+import { newRoutes, type Routes } from '../internal/routes.ts'
+import { startService } from './service.ts'
+
+const dist = new URL('../', import.meta.url)
+const pkg = JSON.parse(readFileSync(new URL('../package.json', dist), 'utf8')) as { name: string; version: string }
+const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+function assertCommonHeaders(res: Response) {
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff')
+  assert.match(res.headers.get('x-request-id') ?? '', uuid)
+  assert.equal(res.headers.get('server'), null)
+  assert.equal(res.headers.get('x-powered-by'), null)
+}
+
+async function assertProblem(res: Response, status: number) {
+  assert.equal(res.status, status)
+  assert.equal(res.headers.get('content-type'), 'application/problem+json')
+  const body = (await res.json()) as Record<string, unknown>
+  assert.equal(body.type, 'about:blank')
+  assert.equal(body.status, status)
+  assert.equal(typeof body.title, 'string')
+  assert.equal(typeof body.detail, 'string')
+  assert.doesNotMatch(JSON.stringify(body), /at .*\.js:\d+|Error:/, 'no stack or internal message')
+  return body
+}
+
+describe('GET /health', () => {
+  it('reports status, name, version, uptime, start time and build provenance', async (t) => {
+    const before = Date.now()
+    const service = await startService(t)
+    const res = await fetch(`${service.url}/health`)
+    assert.equal(res.status, 200)
+    assertCommonHeaders(res)
+    assert.equal(res.headers.get('content-type'), 'application/json')
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    const body = (await res.json()) as Record<string, unknown>
+    assert.equal(body.status, 'ok')
+    assert.equal(body.service, pkg.name)
+    assert.equal(body.version, pkg.version)
+    assert.deepEqual(body.build, { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty })
+    const startedAt = Date.parse(body.startedAt as string)
+    assert.ok(startedAt >= before - 1000 && startedAt <= Date.now(), `startedAt ${String(body.startedAt)}`)
+    assert.equal(typeof body.uptimeSeconds, 'number')
+    assert.ok((body.uptimeSeconds as number) >= 0 && (body.uptimeSeconds as number) < 60)
+    assert.equal(body.uptime, formatDuration((body.uptimeSeconds as number) * 1000))
+  })
+
+  it('uptime grows between requests while the rest stays the same', async (t) => {
+    const service = await startService(t)
+    const first = (await (await fetch(`${service.url}/health`)).json()) as Record<string, unknown>
+    let second = first
+    // Poll, not sleep: ask until the millisecond clock has moved on.
+    while (second.uptimeSeconds === first.uptimeSeconds) {
+      second = (await (await fetch(`${service.url}/health`)).json()) as Record<string, unknown>
+    }
+    assert.ok((second.uptimeSeconds as number) > (first.uptimeSeconds as number))
+    assert.deepEqual({ ...second, uptime: 0, uptimeSeconds: 0 }, { ...first, uptime: 0, uptimeSeconds: 0 })
+  })
+
+  it('answers HEAD with the same headers and no body', async (t) => {
+    const service = await startService(t)
+    const get = await fetch(`${service.url}/health`)
+    const head = await fetch(`${service.url}/health`, { method: 'HEAD' })
+    assert.equal(head.status, 200)
+    assert.equal(await head.text(), '')
+    for (const name of ['content-type', 'cache-control', 'x-content-type-options']) {
+      assert.equal(head.headers.get(name), get.headers.get(name), name)
+    }
+    assert.ok(Number(head.headers.get('content-length')) > 0)
+  })
+})
+
+describe('GET /ready', () => {
+  it('is 200 while serving', async (t) => {
+    const service = await startService(t)
+    const res = await fetch(`${service.url}/ready`)
+    assert.equal(res.status, 200)
+    assertCommonHeaders(res)
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    assert.deepEqual(await res.json(), { status: 'ready' })
+  })
+
+  it('turns 503 as soon as shutdown begins, while /health stays 200', async (t) => {
+    const service = await startService(t, { SHUTDOWN_DELAY: '1m' })
+    service.events.emit('SIGTERM', 'SIGTERM')
+    await service.waitForLog((line) => line.msg === 'shutdown started')
+    const ready = await fetch(`${service.url}/ready`)
+    await assertProblem(ready, 503)
+    assert.equal(ready.headers.get('cache-control'), 'no-store')
+    assert.equal(ready.headers.get('connection'), 'close')
+    const health = await fetch(`${service.url}/health`)
+    assert.equal(health.status, 200)
+    await health.body?.cancel()
+    service.events.emit('SIGINT', 'SIGINT') // a second signal ends the delay at once
+    assert.equal(await service.exited, 130)
+  })
+})
+
+describe('GET /openapi.yaml', () => {
+  it('serves the spec byte for byte as application/yaml', async (t) => {
+    const service = await startService(t)
+    const res = await fetch(`${service.url}/openapi.yaml`)
+    assert.equal(res.status, 200)
+    assertCommonHeaders(res)
+    assert.equal(res.headers.get('content-type'), 'application/yaml')
+    const served = Buffer.from(await res.arrayBuffer())
+    assert.ok(served.equals(readFileSync(new URL('../openapi.yaml', dist))), 'dist copy matches the source')
+    assert.ok(served.equals(readFileSync(new URL('openapi.yaml', dist))))
+  })
+})
+
+describe('routing', () => {
+  it('answers 404 problem+json for an unknown path', async (t) => {
+    const service = await startService(t)
+    for (const path of ['/', '/nope', '/health/', '/HEALTH', '/health/x', '//health']) {
+      const res = await fetch(`${service.url}${path}`)
+      assertCommonHeaders(res)
+      await assertProblem(res, 404)
+    }
+  })
+
+  it('answers 405 with Allow for a known path and another method', async (t) => {
+    let routes: Routes = {}
+    const service = await startService(t, {}, (deps) => (routes = newRoutes(deps)))
+    assert.ok(Object.keys(routes).length >= 3)
+    for (const path of Object.keys(routes)) {
+      for (const method of ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+        const res = await fetch(`${service.url}${path}`, { method })
+        assertCommonHeaders(res)
+        assert.equal(res.headers.get('allow'), 'GET, HEAD', `${method} ${path}`)
+        await assertProblem(res, 405)
+      }
+    }
+  })
+
+  it('ignores the query string', async (t) => {
+    const service = await startService(t)
+    const res = await fetch(`${service.url}/ready?verbose=1&x=%zz`)
+    assert.equal(res.status, 200)
+    assert.deepEqual(await res.json(), { status: 'ready' })
+  })
+
+  it('turns a handler throw or rejection into a 500 without internals, and keeps serving', async (t) => {
+    const service = await startService(t, {}, (deps) => ({
+      ...newRoutes(deps),
+      '/throw': {
+        GET: () => {
+          throw new Error('secret internal detail')
+        },
+      },
+      '/reject': { GET: async () => Promise.reject(new Error('secret internal detail')) },
+    }))
+    for (const path of ['/throw', '/reject']) {
+      const res = await fetch(`${service.url}${path}`, { headers: { 'x-request-id': `req-${path.slice(1)}` } })
+      const body = await assertProblem(res, 500)
+      assert.doesNotMatch(JSON.stringify(body), /secret/)
+      assert.equal(res.headers.get('x-request-id'), `req-${path.slice(1)}`)
+      const logged = service.logs.filter((l) => l.msg === 'handler failed' && l.requestId === `req-${path.slice(1)}`)
+      assert.equal(logged.length, 1, `one error line for ${path}`)
+      assert.equal(logged[0]?.level, 'error')
+      assert.match(String((logged[0]?.err as { stack?: string } | undefined)?.stack), /secret internal detail\n\s+at /)
+    }
+    assert.equal((await fetch(`${service.url}/health`)).status, 200)
+  })
+})
+
+describe('request id', () => {
+  it('echoes a sane X-Request-Id and generates one otherwise', async (t) => {
+    const service = await startService(t)
+    const cases: [string | undefined, boolean][] = [
+      ['abc-123_x.y:z', true],
+      ['a'.repeat(128), true],
+      ['a'.repeat(129), false],
+      ['has space', false],
+      ['semi;colon', false],
+      ['', false],
+      [undefined, false],
+    ]
+    for (const [sent, echoed] of cases) {
+      const res = await fetch(`${service.url}/ready`, { headers: sent === undefined ? {} : { 'x-request-id': sent } })
+      await res.body?.cancel()
+      const id = res.headers.get('x-request-id') ?? ''
+      if (echoed) assert.equal(id, sent)
+      else assert.match(id, uuid, `generated for ${JSON.stringify(sent)}`)
+      const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === id)
+      assert.equal(line.path, '/ready')
+    }
+  })
+})

@@ -1,0 +1,99 @@
+// The real process: cmd/server/main.js in a child process, real signals, real exit codes.
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { type LogLine, newLogSink } from './service.ts'
+
+const main = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
+
+interface Child {
+  child: ChildProcess
+  logs: LogLine[]
+  stderr: () => string
+  waitForLog: ReturnType<typeof newLogSink>['waitForLog']
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+function start(env: Record<string, string>): Child {
+  const child = spawn(process.execPath, [main], {
+    env: { PATH: process.env.PATH, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const sink = newLogSink()
+  let pending = ''
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    const text = pending + chunk
+    const end = text.lastIndexOf('\n') + 1
+    pending = text.slice(end)
+    sink.write(text.slice(0, end))
+  })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const exit = once(child, 'exit').then(([code, signal]) => ({ code, signal }) as { code: number | null; signal: NodeJS.Signals | null })
+  return { child, logs: sink.logs, stderr: () => stderr, waitForLog: sink.waitForLog, exit }
+}
+
+describe('the server process', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`stops gracefully on ${signal} with exit code 0 and nothing on stderr`, async () => {
+      const server = start({})
+      const listening = await server.waitForLog((l) => l.msg === 'listening')
+      const res = await fetch(`http://127.0.0.1:${listening.port as number}/health`)
+      assert.equal(res.status, 200)
+      await res.arrayBuffer()
+      server.child.kill(signal)
+      assert.deepEqual(await server.exit, { code: 0, signal: null })
+      assert.equal(server.stderr(), '')
+      const messages = server.logs.map((l) => l.msg)
+      assert.deepEqual(messages, ['listening', 'request', 'shutdown started', 'stopped accepting connections', 'shutdown complete'])
+      assert.equal(server.logs[2]?.signal, signal)
+    })
+  }
+
+  it('exits at once with 128 + signal number on a second signal', async () => {
+    const server = start({ SHUTDOWN_DELAY: '1m' })
+    await server.waitForLog((l) => l.msg === 'listening')
+    server.child.kill('SIGTERM')
+    await server.waitForLog((l) => l.msg === 'shutdown started')
+    const sent = performance.now()
+    server.child.kill('SIGINT')
+    assert.deepEqual(await server.exit, { code: 130, signal: null })
+    assert.ok(performance.now() - sent < 10_000, 'well before the one-minute delay')
+    assert.ok(server.logs.some((l) => l.msg === 'second signal: exiting at once' && l.signal === 'SIGINT'))
+  })
+
+  it('refuses invalid configuration with exit code 2 and one line naming every bad variable', async () => {
+    const server = start({ PORT: 'http', SHUTDOWN_TIMEOUT: '10' })
+    assert.deepEqual(await server.exit, { code: 2, signal: null })
+    assert.equal(server.logs.length, 1)
+    const [line] = server.logs
+    assert.equal(line?.level, 'fatal')
+    assert.equal(line?.msg, 'invalid configuration')
+    assert.deepEqual(line?.problems, [
+      'Expected `PORT` to be an integer from 0 to 65535, got `http`',
+      'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `10`',
+    ])
+    assert.equal(server.stderr(), '')
+  })
+
+  it('exits 1 with one line naming the port when the port is taken', async () => {
+    const blocker = createServer()
+    blocker.listen(0, '127.0.0.1')
+    await once(blocker, 'listening')
+    const port = (blocker.address() as { port: number }).port
+    try {
+      const server = start({ PORT: String(port), HOST: '127.0.0.1' })
+      assert.deepEqual(await server.exit, { code: 1, signal: null })
+      assert.equal(server.logs.length, 1)
+      assert.equal(server.logs[0]?.level, 'fatal')
+      assert.equal(server.logs[0]?.msg, `cannot listen: port ${port} is already in use`)
+      assert.doesNotMatch(JSON.stringify(server.logs), /\n\s+at /, 'no stack trace')
+      assert.equal(server.stderr(), '')
+    } finally {
+      blocker.close()
+    }
+  })
+})
