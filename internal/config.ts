@@ -9,6 +9,16 @@ export interface Config {
   readonly shutdownDelayMs: number
   /** How long the drain may take, counted from the end of the delay, before the exit is forced. */
   readonly shutdownTimeoutMs: number
+  /** How long a client may take to send the request headers (slowloris); answered with 408. */
+  readonly headersTimeoutMs: number
+  /** How long a client may take to send the whole request, body included; answered with 408. */
+  readonly requestTimeoutMs: number
+  /** How long an idle keep-alive connection stays open; above the load balancer's idle timeout. */
+  readonly keepAliveTimeoutMs: number
+  /** Largest request line plus headers accepted; larger requests get 431. */
+  readonly maxHeaderBytes: number
+  /** Largest request body a route reads; larger bodies get 413. */
+  readonly maxBodyBytes: number
 }
 
 /** LogLevel is one of pino's level labels, or 'silent'. */
@@ -29,6 +39,11 @@ export const defaults = {
   LOG_LEVEL: 'info',
   SHUTDOWN_DELAY: '0s',
   SHUTDOWN_TIMEOUT: '10s',
+  HEADERS_TIMEOUT: '10s',
+  REQUEST_TIMEOUT: '30s',
+  KEEP_ALIVE_TIMEOUT: '65s',
+  MAX_HEADER_SIZE: '16KiB',
+  MAX_BODY_SIZE: '1MiB',
 } as const
 
 type Parser<T> = (value: string) => T | undefined
@@ -55,11 +70,40 @@ export function parseConfig(env: Env): ConfigResult {
     logLevel: read('LOG_LEVEL', parseLogLevel, `one of ${logLevels.join(', ')}`),
     shutdownDelayMs: read('SHUTDOWN_DELAY', parseDuration, durationExpected),
     shutdownTimeoutMs: read('SHUTDOWN_TIMEOUT', parseDuration, durationExpected),
+    headersTimeoutMs: read('HEADERS_TIMEOUT', parsePositiveDuration, positiveDurationExpected),
+    requestTimeoutMs: read('REQUEST_TIMEOUT', parsePositiveDuration, positiveDurationExpected),
+    keepAliveTimeoutMs: read('KEEP_ALIVE_TIMEOUT', parsePositiveDuration, positiveDurationExpected),
+    maxHeaderBytes: read('MAX_HEADER_SIZE', parseSize, sizeExpected),
+    maxBodyBytes: read('MAX_BODY_SIZE', parseSize, sizeExpected),
+  }
+  // Node refuses a headers timeout longer than the request timeout; say so in our words.
+  if (config.headersTimeoutMs > config.requestTimeoutMs) {
+    problems.push(
+      `Expected \`HEADERS_TIMEOUT\` to be at most \`REQUEST_TIMEOUT\` (${env.REQUEST_TIMEOUT || defaults.REQUEST_TIMEOUT}), got \`${env.HEADERS_TIMEOUT || defaults.HEADERS_TIMEOUT}\``,
+    )
   }
   return problems.length > 0 ? { ok: false, problems } : { ok: true, config: Object.freeze(config) }
 }
 
 const durationExpected = 'a duration with a unit, like 500ms, 10s, 1m or 1m30s'
+
+const positiveDurationExpected = 'a duration above zero with a unit, like 500ms, 10s or 1m'
+const sizeExpected = 'a size with a unit, like 512B, 16KiB or 1MiB'
+
+function parsePositiveDuration(value: string): number | undefined {
+  const ms = parseDuration(value)
+  return ms !== undefined && ms > 0 ? ms : undefined
+}
+
+const sizeUnits: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }
+
+/** parseSize turns '512B', '16KiB', '1MiB' or '1GiB' into bytes; anything else is undefined. */
+export function parseSize(value: string): number | undefined {
+  const match = /^(\d+)(B|KiB|MiB|GiB)$/.exec(value)
+  if (match === null) return undefined
+  const bytes = Number(match[1]) * (sizeUnits[match[2] ?? ''] ?? 0)
+  return bytes > 0 && Number.isSafeInteger(bytes) ? bytes : undefined
+}
 
 const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 const durationPattern = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/

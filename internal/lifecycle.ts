@@ -44,9 +44,12 @@ export function newLifecycle(): Lifecycle & {
     /** runHooks runs the hooks in reverse order until deadline, a performance.now() timestamp. */
     async runHooks(log, deadline) {
       const result: HookResult = { ok: true, unfinished: [] }
+      let expired = false
       for (const { name, hook } of hooks.toReversed()) {
         const remaining = deadline - performance.now()
-        if (remaining <= 0) {
+        // Once one hook has used up the time, the rest do not start: a timer may fire a fraction
+        // of a millisecond early, and a hook must not run in that sliver.
+        if (expired || remaining <= 0) {
           result.ok = false
           result.unfinished.push(name)
           continue
@@ -63,6 +66,7 @@ export function newLifecycle(): Lifecycle & {
         } catch (err) {
           result.ok = false
           if (timeout.aborted) {
+            expired = true
             result.unfinished.push(name)
             log.error({ hook: name, durationMs: elapsed(started) }, 'shutdown hook timed out')
           } else {

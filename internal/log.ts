@@ -37,11 +37,9 @@ export function logAccess(log: Logger, res: TrackedResponse): void {
   const req = res.req
   const aborted = res.aborted
   const status = !aborted || res.headersSent ? res.statusCode : 499
-  const url = req.url ?? ''
-  const query = url.indexOf('?')
   const fields = {
     method: req.method,
-    path: query === -1 ? url : url.slice(0, query),
+    path: res.path,
     status,
     bytes: res.bodyBytes,
     durationMs: Math.round((performance.now() - res.startedAt) * 1000) / 1000,

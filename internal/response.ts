@@ -17,6 +17,8 @@ export class TrackedResponse extends ServerResponse {
   readonly startedAt = performance.now()
   /** requestId identifies the request in logs and in the X-Request-Id response header. */
   requestId = ''
+  /** path is the request target's path, without the query string: what routing and logs use. */
+  path = ''
   #written = 0
 
   /**

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { BuildInfo } from './build-info.ts'
+import type { Config } from './config.ts'
 import { handleHealth, handleReady } from './health.ts'
 import type { Lifecycle } from './lifecycle.ts'
 import type { Logger } from './log.ts'
@@ -24,6 +25,7 @@ export type Routes = Record<string, Partial<Record<Method, Handler>>>
  */
 export interface RouteDeps {
   build: BuildInfo
+  config: Config
   spec: Buffer
   startedAt: Date
   lifecycle: Lifecycle

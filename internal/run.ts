@@ -63,7 +63,7 @@ export async function run({ env, stdout, events, routes = newRoutes }: RunInput)
     stop.log = log
 
     const lifecycle = newLifecycle()
-    const http = newServer({ log, routes: routes({ build, spec, startedAt, lifecycle, log }) })
+    const http = newServer({ log, config, routes: routes({ build, config, spec, startedAt, lifecycle, log }) })
     try {
       await listen(http, config)
     } catch (err) {
@@ -104,7 +104,6 @@ async function drain(
   if (forced.aborted) return exitCodes.failed
   const started = performance.now()
   const deadline = started + config.shutdownTimeoutMs
-  log.info({ inflight: http.inflight.size }, 'stopped accepting connections')
 
   let timer: NodeJS.Timeout | undefined
   const timedOut = new Promise<false>((resolve) => {

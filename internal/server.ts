@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { Server as NetServer, type Socket } from 'node:net'
+import { handleClientError, handleConnect, newLogLimiter } from './client-error.ts'
+import type { Config } from './config.ts'
 import { type Logger, logAccess } from './log.ts'
 import { sendProblem } from './problem.ts'
 import { TrackedResponse } from './response.ts'
@@ -10,6 +13,7 @@ import type { Handler, Routes } from './routes.ts'
 export interface ServerDeps {
   log: Logger
   routes: Routes
+  config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxHeaderBytes'>
 }
 
 /** HTTPServer is the node:http server plus the controls shutdown needs. */
@@ -20,9 +24,9 @@ export interface HTTPServer {
   /** drain makes every response from now on, in flight or not yet arrived, carry `Connection: close`. */
   drain(): void
   /**
-   * close stops accepting connections, closes idle ones at once, lets requests in flight finish
-   * with `Connection: close`, and closes their sockets right after. It resolves once every
-   * connection is gone.
+   * close stops accepting connections, closes idle ones, lets requests in flight finish with
+   * `Connection: close`, and closes their sockets right after. It resolves once every connection
+   * is gone; bound it with a timeout.
    */
   close(): Promise<void>
   /** destroy stops listening and cuts every remaining connection, for when the drain is cut short. */
@@ -30,13 +34,18 @@ export interface HTTPServer {
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/
+const absoluteForm = /^https?:\/\/[^/?#]*/i
+// How long the drain waits for just-accepted connections to send their request, and for ended
+// responses to reach the kernel, before closing idle connections.
+const settleGraceMs = 1000
 
 /**
  * newServer returns the HTTP server: it routes each request by exact path and method, answers
- * 404 and 405 itself, stamps a request id and `X-Content-Type-Options` on every response, turns
- * whatever a handler throws into a logged 500, and writes one access-log line per request.
+ * 404, 405 and malformed requests itself, stamps a request id and `X-Content-Type-Options` on every
+ * response, turns whatever a handler throws into a logged 500, and writes one access-log line per
+ * request. Its timeouts and size limits come from config.
  */
-export function newServer({ log, routes }: ServerDeps): HTTPServer {
+export function newServer({ log, routes, config }: ServerDeps): HTTPServer {
   const table = compileRoutes(routes)
   const inflight = new Set<TrackedResponse>()
   let draining = false
@@ -52,7 +61,7 @@ export function newServer({ log, routes }: ServerDeps): HTTPServer {
   }
 
   function fail(res: TrackedResponse, err: unknown) {
-    log.error({ err, requestId: res.requestId, method: res.req.method, url: res.req.url }, 'handler failed')
+    log.error({ err, requestId: res.requestId, method: res.req.method, path: res.path }, 'handler failed')
     if (res.headersSent) {
       if (!res.writableEnded) res.destroy() // a half-sent response must not look complete
       return
@@ -72,9 +81,15 @@ export function newServer({ log, routes }: ServerDeps): HTTPServer {
     res.setHeader('x-content-type-options', 'nosniff')
     if (draining) res.shouldKeepAlive = false
 
-    const url = req.url ?? '/'
-    const query = url.indexOf('?')
-    const route = table.get(query === -1 ? url : url.slice(0, query))
+    const url = req.url ?? ''
+    const path = pathOf(url)
+    res.path = path ?? url
+    // Answered here rather than by Node (requireHostHeader) so the answer is problem+json and logged.
+    if (path === undefined || (req.headers.host === undefined && req.httpVersion === '1.1')) {
+      res.shouldKeepAlive = false
+      return sendProblem(res, 400, path === undefined ? 'The request target must be a path.' : 'The Host header is missing.')
+    }
+    const route = table.get(path)
     if (route === undefined) return sendProblem(res, 404, 'There is nothing at this path.')
     const handler = route.handlers.get(req.method ?? '')
     if (handler === undefined) {
@@ -89,9 +104,34 @@ export function newServer({ log, routes }: ServerDeps): HTTPServer {
   }
 
   const server = createServer<typeof IncomingMessage, typeof TrackedResponse>(
-    { ServerResponse: TrackedResponse },
+    {
+      ServerResponse: TrackedResponse,
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      keepAliveTimeout: config.keepAliveTimeoutMs,
+      maxHeaderSize: config.maxHeaderBytes,
+      requireHostHeader: false,
+      // Node enforces the timeouts above only when it checks, every 30 s by default: check often
+      // enough that a 1 s header timeout bites within about 1.5 s.
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, config.headersTimeoutMs / 2)),
+    },
     onRequest,
   )
+  /** busySockets returns the sockets whose response is still being written by a handler. */
+  function busySockets(): Set<Socket> {
+    const busy = new Set<Socket>()
+    for (const res of inflight) if (!res.writableEnded) busy.add(res.req.socket)
+    return busy
+  }
+
+  const sockets = new Set<Socket>()
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  const limiter = newLogLimiter(10, 1000)
+  server.on('clientError', handleClientError(log, limiter))
+  server.on('connect', handleConnect(log, limiter))
 
   return {
     server,
@@ -104,9 +144,26 @@ export function newServer({ log, routes }: ServerDeps): HTTPServer {
     async close() {
       closing = true
       const closed = once(server, 'close')
-      server.close()
+      // Connections the kernel has completed but Node has not accepted yet would be reset by
+      // closing the listener now; the poll phase before setImmediate accepts them first.
+      await new Promise((resolve) => setImmediate(resolve))
+      // net's close, not http's: http's would also destroy every connection that has not sent a
+      // request yet, including those just accepted whose request is still on its way.
+      NetServer.prototype.close.call(server)
+      log.info({ inflight: inflight.size }, 'stopped accepting connections')
+      // Node's closeIdleConnections() destroys every connection without a request in progress,
+      // which includes two kinds that are not idle: just-accepted connections whose request is
+      // still on its way, and connections whose response has ended but is still being flushed.
+      // Wait, briefly, until neither kind is left; then closing the idle ones loses nothing.
+      const deadline = performance.now() + settleGraceMs
+      while (performance.now() < deadline && [...sockets].some(isUnsettled, busySockets())) {
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
       server.closeIdleConnections()
       await closed
+      server.close() // lets Node release its own connection tracking
+      const dropped = limiter.dropped()
+      if (dropped > 0) log.warn({ dropped }, 'malformed requests left out of the log')
     },
     destroy() {
       closing = true
@@ -114,6 +171,28 @@ export function newServer({ log, routes }: ServerDeps): HTTPServer {
       server.closeAllConnections()
     },
   }
+}
+
+/**
+ * pathOf returns the path of a request target without its query string. It accepts the
+ * absolute-form (`GET http://host/path`) that RFC 9112 says servers must accept, and returns
+ * undefined for anything else that is not a path (`*`, `host:port`).
+ */
+export function pathOf(target: string): string | undefined {
+  if (target.charCodeAt(0) !== 47 /* / */) {
+    const origin = absoluteForm.exec(target)
+    if (origin === null) return undefined
+    target = target.slice(origin[0].length)
+    if (target.charCodeAt(0) !== 47) target = `/${target}`
+  }
+  const query = target.indexOf('?')
+  return query === -1 ? target : target.slice(0, query)
+}
+
+/** isUnsettled tells whether socket, unless busy (in `this`), is neither idle nor closing cleanly. */
+function isUnsettled(this: Set<Socket>, socket: Socket): boolean {
+  if (this.has(socket)) return false
+  return socket.bytesRead === 0 || socket.writableLength > 0 || (socket.writableEnded && !socket.destroyed)
 }
 
 interface Route {

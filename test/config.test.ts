@@ -7,7 +7,18 @@ describe('parseConfig', () => {
     const result = parseConfig({})
     assert.deepEqual(result, {
       ok: true,
-      config: { port: 8080, host: '', logLevel: 'info', shutdownDelayMs: 0, shutdownTimeoutMs: 10_000 },
+      config: {
+        port: 8080,
+        host: '',
+        logLevel: 'info',
+        shutdownDelayMs: 0,
+        shutdownTimeoutMs: 10_000,
+        headersTimeoutMs: 10_000,
+        requestTimeoutMs: 30_000,
+        keepAliveTimeoutMs: 65_000,
+        maxHeaderBytes: 16_384,
+        maxBodyBytes: 1_048_576,
+      },
     })
     assert.ok(result.ok && Object.isFrozen(result.config))
   })
@@ -26,6 +37,13 @@ describe('parseConfig', () => {
     [{ LOG_LEVEL: 'trace' }, { logLevel: 'trace' }],
     [{ SHUTDOWN_DELAY: '5s' }, { shutdownDelayMs: 5000 }],
     [{ SHUTDOWN_TIMEOUT: '1m30s' }, { shutdownTimeoutMs: 90_000 }],
+    [{ HEADERS_TIMEOUT: '1s' }, { headersTimeoutMs: 1000 }],
+    [{ HEADERS_TIMEOUT: '30s' }, { headersTimeoutMs: 30_000 }],
+    [{ REQUEST_TIMEOUT: '5m', HEADERS_TIMEOUT: '1m' }, { requestTimeoutMs: 300_000, headersTimeoutMs: 60_000 }],
+    [{ KEEP_ALIVE_TIMEOUT: '75s' }, { keepAliveTimeoutMs: 75_000 }],
+    [{ MAX_HEADER_SIZE: '32KiB' }, { maxHeaderBytes: 32_768 }],
+    [{ MAX_BODY_SIZE: '512B' }, { maxBodyBytes: 512 }],
+    [{ MAX_BODY_SIZE: '10MiB' }, { maxBodyBytes: 10_485_760 }],
   ]
   for (const [env, expected] of valid) {
     it(`accepts ${JSON.stringify(env)}`, () => {
@@ -46,6 +64,12 @@ describe('parseConfig', () => {
     [{ SHUTDOWN_DELAY: '5' }, 'Expected `SHUTDOWN_DELAY` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `5`'],
     [{ SHUTDOWN_TIMEOUT: '10 s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `10 s`'],
     [{ SHUTDOWN_TIMEOUT: '-1s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `-1s`'],
+    [{ HEADERS_TIMEOUT: '0s' }, 'Expected `HEADERS_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `0s`'],
+    [{ KEEP_ALIVE_TIMEOUT: '65' }, 'Expected `KEEP_ALIVE_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `65`'],
+    [{ HEADERS_TIMEOUT: '40s' }, 'Expected `HEADERS_TIMEOUT` to be at most `REQUEST_TIMEOUT` (30s), got `40s`'],
+    [{ MAX_BODY_SIZE: '1MB' }, 'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1MB`'],
+    [{ MAX_BODY_SIZE: '1024' }, 'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1024`'],
+    [{ MAX_HEADER_SIZE: '0KiB' }, 'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`'],
   ]
   for (const [env, problem] of invalid) {
     it(`rejects ${JSON.stringify(env)}`, () => {

@@ -1,7 +1,6 @@
 // startService runs the whole service in-process through run(), on a free port, the way
 // cmd/server/main.ts does, with a fake process (an EventEmitter) and a log sink the test can read.
 import { EventEmitter } from 'node:events'
-import type { TestContext } from 'node:test'
 import type { Env } from '../internal/config.ts'
 import { run } from '../internal/run.ts'
 import type { RouteDeps, Routes } from '../internal/routes.ts'
@@ -64,10 +63,11 @@ export function newLogSink() {
 
 /**
  * startService starts run() with env (PORT defaults to 0 and LOG_LEVEL to info) and resolves once
- * the 'listening' line is logged. It stops the service after the test unless the test did.
+ * the 'listening' line is logged. It stops the service after test t unless the test did; without
+ * t, stopping is the caller's job.
  */
 export async function startService(
-  t: TestContext,
+  t: { after(fn: () => Promise<void>): void } | undefined,
   env: Env = {},
   routes?: (deps: RouteDeps) => Routes,
 ): Promise<Service> {
@@ -95,7 +95,7 @@ export async function startService(
       return exited
     },
   }
-  t.after(async () => {
+  t?.after(async () => {
     if (!done) await service.stop()
   })
   return service
