@@ -79,6 +79,14 @@ describe('the server process', () => {
     assert.equal(server.stderr(), '')
   })
 
+  it('exits 1 with one line naming HOST when it is not an address of this machine', async () => {
+    const server = start({ HOST: '192.0.2.1' }) // TEST-NET-1: never local
+    assert.deepEqual(await server.exit, { code: 1, signal: null })
+    assert.equal(server.logs.length, 1)
+    assert.equal(server.logs[0]?.msg, 'cannot listen: HOST 192.0.2.1 is not an address of this machine')
+    assert.equal(server.stderr(), '')
+  })
+
   it('exits 1 with one line naming the port when the port is taken', async () => {
     const blocker = createServer()
     blocker.listen(0, '127.0.0.1')
