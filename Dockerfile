@@ -12,10 +12,10 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json openapi.yaml ./
 COPY cmd cmd
 COPY internal internal
-# .git stays out of the context, so the stamp step takes the build facts from these (see
-# internal/build-info.ts); what is not passed shows as null in /health.
+# .git stays out of the context, so the stamp step reads the build facts from these build args,
+# which RUN sees as environment variables (internal/build-info.ts); an unset one shows as null.
 ARG VERSION GIT_COMMIT GIT_COMMIT_TIME
-RUN VERSION="$VERSION" GIT_COMMIT="$GIT_COMMIT" GIT_COMMIT_TIME="$GIT_COMMIT_TIME" npm run build \
+RUN npm run build \
  && rm -r dist/cmd/stamp \
  && find dist -name '*.map' -delete
 
