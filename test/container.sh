@@ -54,6 +54,8 @@ stop_engine() {
       echo "test:container: dockerd did not stop within 10s; killing it" >&2
       kill -9 "$dockerd_pid" 2>/dev/null || true
     fi
+    # dockerd leaves its network namespace mounted; unmount it so the state folder can be removed.
+    umount "$state/exec/netns/default" 2>/dev/null || true
   fi
   exit "$code"
 }
@@ -85,7 +87,9 @@ if docker image inspect "$base" >/dev/null 2>&1; then
   say "base $base: cached"
 else
   say "base $base: building the stand-in"
+  base_started=$SECONDS
   bash test/container-base.sh "$node_version" "$base"
+  say "base built in $((SECONDS - base_started))s"
 fi
 
 # 3. The project's image, then the checks.
