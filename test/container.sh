@@ -114,5 +114,5 @@ IMAGE=$image EXPECT_VERSION=$version EXPECT_COMMIT=$commit \
 # 4. Figures.
 size=$(docker image inspect --format '{{.Size}}' "$image")
 base_size=$(docker image inspect --format '{{.Size}}' "$base")
-say "image size $((size / 1000000)) MB: base $((base_size / 1000000)) MB + this project $(((size - base_size) / 1000000)) MB"
+say "image size $((size / 1000000)) MB: base $((base_size / 1000000)) MB + this project $(((size - base_size) / 1000)) kB"
 say "passed in $((SECONDS - started))s"

@@ -20,8 +20,9 @@ if (!parsed.ok) {
     process.stdout.write(`${res.status === 200 ? 'healthy' : 'unhealthy'}: GET ${url} answered ${res.status}\n`)
     process.exitCode = res.status === 200 ? 0 : 1
   } catch (err) {
-    const reason = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}` : String(err)
-    process.stderr.write(`unhealthy: GET ${url} failed: ${reason}\n`)
+    // fetch says only 'fetch failed'; the cause says why (ECONNREFUSED...).
+    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : ''
+    process.stderr.write(`unhealthy: GET ${url} failed: ${err instanceof Error ? err.message : String(err)}${cause}\n`)
     process.exitCode = 1
   }
 }
