@@ -71,10 +71,13 @@ export async function startDebug({ addr, routes = newDebugRoutes, ...deps }: Deb
   const http = newServer({ log, config: deps.config, routes: routes(routeDeps) })
   async function close() {
     const closed = once(http.server, 'close')
+    // A cut response writes its access-log line on 'close', which may come after the server's own
+    // 'close': wait for both, or a process exiting right after run() returns loses the line.
+    const responses = [...http.inflight].map((res) => new Promise((resolve) => res.once('close', resolve)))
     shutdown.abort()
     http.destroy()
     eventLoopDelay.disable()
-    await Promise.all([closed, profiles.settled()])
+    await Promise.all([closed, profiles.settled(), ...responses])
   }
 
   try {

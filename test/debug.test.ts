@@ -260,10 +260,13 @@ describe('GET /debug/pprof/profile', () => {
     await service.waitForLog((l) => l.msg === 'profile started' && l.requestId === 'cut')
     const stopping = performance.now()
     assert.equal(await service.stop(), 0)
+    const atExit = [...service.logs] // what a real process, exiting right now, has written
     const tookMs = performance.now() - stopping
     assert.ok(tookMs < 10_000, `stopped in ${Math.round(tookMs)} ms, not after the 60-second profile`)
     assert.ok((await profile) instanceof Error, 'the client sees the connection cut')
-    assert.ok(service.logs.some((l) => l.msg === 'profile abandoned' && l.requestId === 'cut'), 'logged before run() returned')
+    assert.ok(atExit.some((l) => l.msg === 'profile abandoned' && l.requestId === 'cut'))
+    const access = atExit.find((l) => l.msg === 'request' && l.requestId === 'cut')
+    assert.equal(access?.aborted, true, 'the access line of the cut request')
   })
 })
 
