@@ -19,6 +19,14 @@ export interface Config {
   readonly maxHeaderBytes: number
   /** Largest request body a route reads; larger bodies get 413. */
   readonly maxBodyBytes: number
+  /** Where the debug listener (profiles, /debug/vars) listens; null keeps it off. */
+  readonly debugAddr: Address | null
+}
+
+/** Address is a host and port to listen on; host '' means all interfaces. */
+export interface Address {
+  readonly host: string
+  readonly port: number
 }
 
 /** LogLevel is one of pino's level labels, or 'silent'. */
@@ -44,6 +52,7 @@ export const defaults = {
   KEEP_ALIVE_TIMEOUT: '65s',
   MAX_HEADER_SIZE: '16KiB',
   MAX_BODY_SIZE: '1MiB',
+  DEBUG_ADDR: '',
 } as const
 
 type Parser<T> = (value: string) => T | undefined
@@ -75,6 +84,7 @@ export function parseConfig(env: Env): ConfigResult {
     keepAliveTimeoutMs: read('KEEP_ALIVE_TIMEOUT', parsePositiveDuration, positiveDurationExpected),
     maxHeaderBytes: read('MAX_HEADER_SIZE', parseSize, sizeExpected),
     maxBodyBytes: read('MAX_BODY_SIZE', parseSize, sizeExpected),
+    debugAddr: read('DEBUG_ADDR', parseDebugAddr, 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)'),
   }
   // Node refuses a headers timeout longer than the request timeout; say so in our words.
   if (config.headersTimeoutMs > config.requestTimeoutMs) {
@@ -134,4 +144,17 @@ function parseHost(value: string): string | undefined {
 
 function parseLogLevel(value: string): LogLevel | undefined {
   return logLevels.find((level) => level === value)
+}
+
+// host:port as Go's net.Listen takes it: an IPv6 host goes in brackets, an empty host means every
+// interface. An unbracketed IPv6 address ('::1:6060') is refused: which colon ends it is a guess.
+const addressPattern = /^(?:\[([\da-fA-F.]*:[\da-fA-F:.]*(?:%[\w.-]+)?)\]|([\w.-]*)):(\d{1,5})$/
+
+/** parseDebugAddr reads DEBUG_ADDR: '' (unset) is null, the listener stays off. */
+function parseDebugAddr(value: string): Address | null | undefined {
+  if (value === '') return null
+  const match = addressPattern.exec(value)
+  const port = match?.[3] === undefined ? undefined : parsePort(match[3])
+  if (match === null || port === undefined) return undefined
+  return Object.freeze({ host: match[1] ?? match[2] ?? '', port })
 }

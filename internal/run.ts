@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import type { DestinationStream } from 'pino'
 import { type BuildInfo, readBuildInfo } from './build-info.ts'
 import { type Config, type Env, parseConfig } from './config.ts'
+import { type DebugRouteDeps, type DebugServer, describeDebugListenError, startDebug } from './debug.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { type Logger, newLogger } from './log.ts'
 import { readSpec } from './openapi.ts'
@@ -24,6 +25,8 @@ export interface RunInput {
   events: Pick<EventEmitter, 'on' | 'off'>
   /** routes builds the route table; tests use it to add routes the service does not have. */
   routes?: (deps: RouteDeps) => Routes
+  /** debugRoutes builds the debug listener's route table (DEBUG_ADDR); tests use it to see the routes. */
+  debugRoutes?: (deps: DebugRouteDeps) => Routes
 }
 
 /** Exit codes run() returns; README.md documents them. */
@@ -38,7 +41,7 @@ const signalNumbers: Record<string, number> = { SIGINT: 2, SIGTERM: 15 }
  * cut the shutdown short. Everything that can fail is checked before the port opens. It throws
  * only for bugs, and it removes its listeners from events before it returns.
  */
-export async function run({ env, stdout, events, routes = newRoutes }: RunInput): Promise<number> {
+export async function run({ env, stdout, events, routes = newRoutes, debugRoutes }: RunInput): Promise<number> {
   const startedAt = new Date()
   const stop = listenForStop(events)
   try {
@@ -70,6 +73,18 @@ export async function run({ env, stdout, events, routes = newRoutes }: RunInput)
       log.fatal({ port: config.port, host: config.host, code: codeOf(err) }, describeListenError(err, config))
       return exitCodes.failed
     }
+    let debug: DebugServer | undefined
+    if (config.debugAddr !== null) {
+      const addr = config.debugAddr
+      const isDraining = () => lifecycle.draining
+      try {
+        debug = await startDebug({ addr, config, build, startedAt, log, main: http, isDraining, routes: debugRoutes })
+      } catch (err) {
+        log.fatal({ debugAddr: addr, code: codeOf(err) }, describeDebugListenError(err, addr))
+        http.destroy()
+        return exitCodes.failed
+      }
+    }
     const address = http.server.address() as AddressInfo
     log.info({ address: address.address, port: address.port, commit: build.commit }, 'listening')
 
@@ -80,6 +95,9 @@ export async function run({ env, stdout, events, routes = newRoutes }: RunInput)
     http.drain()
     const forced = new AbortController()
     const code = await Promise.race([drain(http, lifecycle, config, log, forced.signal), stop.second])
+    // The debug listener stays up through the drain, so a stuck drain can still be inspected, and
+    // closes at once after it, abandoning any profile: it never delays the exit.
+    await debug?.close()
     if (typeof code === 'string') {
       forced.abort()
       log.error({ signal: code }, 'second signal: exiting at once')

@@ -18,9 +18,15 @@ describe('parseConfig', () => {
         keepAliveTimeoutMs: 65_000,
         maxHeaderBytes: 16_384,
         maxBodyBytes: 1_048_576,
+        debugAddr: null,
       },
     })
     assert.ok(result.ok && Object.isFrozen(result.config))
+  })
+
+  it('freezes the parsed DEBUG_ADDR too', () => {
+    const result = parseConfig({ DEBUG_ADDR: '127.0.0.1:6060' })
+    assert.ok(result.ok && Object.isFrozen(result.config.debugAddr))
   })
 
   it('treats an empty value as unset', () => {
@@ -44,6 +50,14 @@ describe('parseConfig', () => {
     [{ MAX_HEADER_SIZE: '32KiB' }, { maxHeaderBytes: 32_768 }],
     [{ MAX_BODY_SIZE: '512B' }, { maxBodyBytes: 512 }],
     [{ MAX_BODY_SIZE: '10MiB' }, { maxBodyBytes: 10_485_760 }],
+    [{ DEBUG_ADDR: '' }, { debugAddr: null }],
+    [{ DEBUG_ADDR: '127.0.0.1:6060' }, { debugAddr: { host: '127.0.0.1', port: 6060 } }],
+    [{ DEBUG_ADDR: 'localhost:6060' }, { debugAddr: { host: 'localhost', port: 6060 } }],
+    [{ DEBUG_ADDR: '[::1]:6060' }, { debugAddr: { host: '::1', port: 6060 } }],
+    [{ DEBUG_ADDR: '[fe80::1%eth0]:6060' }, { debugAddr: { host: 'fe80::1%eth0', port: 6060 } }],
+    [{ DEBUG_ADDR: ':6060' }, { debugAddr: { host: '', port: 6060 } }],
+    [{ DEBUG_ADDR: '127.0.0.1:0' }, { debugAddr: { host: '127.0.0.1', port: 0 } }],
+    [{ DEBUG_ADDR: 'debug.internal:65535' }, { debugAddr: { host: 'debug.internal', port: 65535 } }],
   ]
   for (const [env, expected] of valid) {
     it(`accepts ${JSON.stringify(env)}`, () => {
@@ -71,6 +85,10 @@ describe('parseConfig', () => {
     [{ MAX_BODY_SIZE: '1024' }, 'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1024`'],
     [{ MAX_HEADER_SIZE: '0KiB' }, 'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`'],
   ]
+  const debugAddrExpected = 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)'
+  for (const value of ['6060', '127.0.0.1', '127.0.0.1:', '::1:6060', '[::1]', '[::1:6060', '[localhost]:6060', 'host:65536', 'host:-1', 'host:6060x', 'bad host:6060', 'http://127.0.0.1:6060', '127.0.0.1:6060/']) {
+    invalid.push([{ DEBUG_ADDR: value }, `Expected \`DEBUG_ADDR\` to be ${debugAddrExpected}, got \`${value}\``])
+  }
   for (const [env, problem] of invalid) {
     it(`rejects ${JSON.stringify(env)}`, () => {
       assert.deepEqual(parseConfig(env), { ok: false, problems: [problem] })
@@ -78,11 +96,11 @@ describe('parseConfig', () => {
   }
 
   it('reports every invalid variable at once', () => {
-    const result = parseConfig({ PORT: 'x', LOG_LEVEL: 'loud', SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '2' })
+    const result = parseConfig({ PORT: 'x', LOG_LEVEL: 'loud', SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '2', DEBUG_ADDR: '6060' })
     assert.equal(result.ok, false)
     assert.deepEqual(
       !result.ok && result.problems.map((p) => p.match(/`(\w+)`/)?.[1]),
-      ['PORT', 'LOG_LEVEL', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT'],
+      ['PORT', 'LOG_LEVEL', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT', 'DEBUG_ADDR'],
     )
   })
 })

@@ -2,6 +2,7 @@
 // cmd/server/main.ts does, with a fake process (an EventEmitter) and a log sink the test can read.
 import { EventEmitter } from 'node:events'
 import type { Env } from '../internal/config.ts'
+import type { DebugRouteDeps } from '../internal/debug.ts'
 import { run } from '../internal/run.ts'
 import type { RouteDeps, Routes } from '../internal/routes.ts'
 
@@ -12,6 +13,8 @@ export type LogLine = Record<string, unknown> & { level: string; msg: string }
 export interface Service {
   url: string
   port: number
+  /** debugUrl is the debug listener's base URL when env sets DEBUG_ADDR, otherwise ''. */
+  debugUrl: string
   /** logs holds every log line written so far. */
   logs: LogLine[]
   /** events is the fake process: emit 'SIGTERM', 'uncaughtException'... on it. */
@@ -63,17 +66,19 @@ export function newLogSink() {
 
 /**
  * startService starts run() with env (PORT defaults to 0 and LOG_LEVEL to info) and resolves once
- * the 'listening' line is logged. It stops the service after test t unless the test did; without
- * t, stopping is the caller's job.
+ * the 'listening' line is logged, which follows the 'debug listening' line when env sets
+ * DEBUG_ADDR. It stops the service after test t unless the test did; without t, stopping is the
+ * caller's job.
  */
 export async function startService(
   t: { after(fn: () => Promise<void>): void } | undefined,
   env: Env = {},
   routes?: (deps: RouteDeps) => Routes,
+  debugRoutes?: (deps: DebugRouteDeps) => Routes,
 ): Promise<Service> {
   const sink = newLogSink()
   const events = new EventEmitter()
-  const exited = run({ env: { PORT: '0', ...env }, stdout: sink, events, routes })
+  const exited = run({ env: { PORT: '0', ...env }, stdout: sink, events, routes, debugRoutes })
   let done = false
   void exited.finally(() => (done = true))
   const listening = await Promise.race([
@@ -83,9 +88,11 @@ export async function startService(
     }),
   ])
   const port = listening.port as number
+  const debug = sink.logs.find((line) => line.msg === 'debug listening')
   const service: Service = {
     url: `http://127.0.0.1:${port}`,
     port,
+    debugUrl: debug === undefined ? '' : `http://127.0.0.1:${debug.port as number}`,
     logs: sink.logs,
     events,
     exited,

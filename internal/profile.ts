@@ -1,0 +1,200 @@
+import type { IncomingMessage } from 'node:http'
+import { Session } from 'node:inspector/promises'
+import type { Logger } from './log.ts'
+import { sendProblem } from './problem.ts'
+import type { TrackedResponse } from './response.ts'
+import type { Handler } from './routes.ts'
+
+/** ProfileDeps is what the profiling handlers share. */
+export interface ProfileDeps {
+  log: Logger
+  /** service names the downloaded files. */
+  service: string
+  /** lock lets one profile of any kind run at a time. */
+  lock: ProfileLock
+  /** shutdown aborts when the debug listener closes: a profile in progress is then abandoned. */
+  shutdown: AbortSignal
+}
+
+/** ProfileLock lets one profile run at a time. */
+export interface ProfileLock {
+  /** run starts job and returns its promise, or returns undefined when a profile is already running. */
+  run(job: () => Promise<void>): Promise<void> | undefined
+  /** settled resolves once no profile is running. */
+  settled(): Promise<void>
+}
+
+/** newProfileLock returns an unlocked ProfileLock. */
+export function newProfileLock(): ProfileLock {
+  let current: Promise<void> | undefined
+  return {
+    run(job) {
+      if (current !== undefined) return undefined
+      const running = job()
+      current = running.then(
+        () => (current = undefined),
+        () => (current = undefined),
+      )
+      return running
+    },
+    async settled() {
+      await current
+    },
+  }
+}
+
+const maxSeconds = 60
+const defaultSeconds = 10
+
+/**
+ * handleCPUProfile answers `?seconds=N` (an integer from 1 to 60, default 10) with a CPU profile of
+ * the whole process over the next N seconds, as a .cpuprofile file that Chrome DevTools and
+ * speedscope open. It answers 400 for another `seconds` and 409 while another profile runs.
+ */
+export function handleCPUProfile(deps: ProfileDeps): Handler {
+  return async (req, res) => {
+    const seconds = parseSeconds(readQuery(req).get('seconds'))
+    if (typeof seconds === 'string') return sendProblem(res, 400, seconds)
+    await runProfile(deps, req, res, { profile: 'cpu', seconds }, 'cpuprofile', async (session, abandoned, headers) => {
+      await session.post('Profiler.enable')
+      await session.post('Profiler.start')
+      await wait(seconds * 1000, abandoned)
+      if (abandoned.aborted) return
+      sendJSON(res, headers, (await session.post('Profiler.stop')).profile)
+    })
+  }
+}
+
+/**
+ * handleHeapProfile answers with a heap snapshot (.heapsnapshot), streamed as V8 writes it, or with
+ * `?sampling=1` a sampling heap profile (.heapprofile) over `seconds` (1 to 60, default 10), which
+ * costs far less on a big heap. It answers 400 for other values and 409 while another profile runs.
+ */
+export function handleHeapProfile(deps: ProfileDeps): Handler {
+  return async (req, res) => {
+    const query = readQuery(req)
+    const sampling = query.get('sampling') ?? '0'
+    if (sampling !== '0' && sampling !== '1') {
+      return sendProblem(res, 400, `Expected \`sampling\` to be 0 or 1, got \`${sampling}\`.`)
+    }
+    if (sampling === '0') {
+      if (query.has('seconds')) {
+        return sendProblem(res, 400, 'A heap snapshot takes no `seconds`; add `sampling=1` for a sampling heap profile.')
+      }
+      return runProfile(deps, req, res, { profile: 'heap' }, 'heapsnapshot', async (session, _, headers) => {
+        res.writeHead(200, headers)
+        // V8 writes the snapshot synchronously, emitting every chunk before takeHeapSnapshot returns,
+        // so nothing can wait for 'drain' in between: the chunks queue on the socket, which sends
+        // them once the event loop runs again. No chunk is copied or joined into one big string.
+        session.on('HeapProfiler.addHeapSnapshotChunk', (message) => res.write(message.params.chunk))
+        await session.post('HeapProfiler.takeHeapSnapshot', { reportProgress: false })
+        res.end()
+      })
+    }
+    const seconds = parseSeconds(query.get('seconds'))
+    if (typeof seconds === 'string') return sendProblem(res, 400, seconds)
+    await runProfile(deps, req, res, { profile: 'heap-sampling', seconds }, 'heapprofile', async (session, abandoned, headers) => {
+      await session.post('HeapProfiler.enable')
+      await session.post('HeapProfiler.startSampling')
+      await wait(seconds * 1000, abandoned)
+      if (abandoned.aborted) return
+      sendJSON(res, headers, (await session.post('HeapProfiler.stopSampling')).profile)
+    })
+  }
+}
+
+/** Take takes one profile and answers with it, unless abandoned aborts first: then it must not answer. */
+type Take = (session: Session, abandoned: AbortSignal, headers: Record<string, string>) => Promise<void>
+
+/**
+ * runProfile takes one profile under the lock with its own inspector session, and logs who asked
+ * and how long it took. The profile is abandoned, its session disconnected, as soon as the client
+ * goes away or the debug listener closes. HEAD answers the headers without taking a profile.
+ */
+async function runProfile(
+  deps: ProfileDeps,
+  req: IncomingMessage,
+  res: TrackedResponse,
+  what: { profile: string; seconds?: number },
+  extension: string,
+  take: Take,
+): Promise<void> {
+  const headers = fileHeaders(deps.service, extension)
+  if (req.method === 'HEAD') {
+    res.writeHead(200, headers).end()
+    return
+  }
+  const job = deps.lock.run(async () => {
+    const started = performance.now()
+    const fields = { ...what, requestId: res.requestId, remoteAddr: req.socket.remoteAddress, userAgent: req.headers['user-agent'] }
+    deps.log.info(fields, 'profile started')
+    const abandon = new AbortController()
+    const onAbandon = () => abandon.abort()
+    res.once('close', onAbandon)
+    deps.shutdown.addEventListener('abort', onAbandon, { once: true })
+    const session = new Session()
+    session.connect()
+    try {
+      await take(session, abandon.signal, headers)
+      const durationMs = Math.round(performance.now() - started)
+      if (abandon.signal.aborted) deps.log.warn({ ...fields, durationMs }, 'profile abandoned')
+      else deps.log.info({ ...fields, durationMs, bytes: res.bodyBytes }, 'profile finished')
+    } finally {
+      // Disconnecting ends whatever the session started: a profile still running is dropped.
+      session.disconnect()
+      res.off('close', onAbandon)
+      deps.shutdown.removeEventListener('abort', onAbandon)
+    }
+  })
+  if (job === undefined) {
+    return sendProblem(res, 409, 'Another profile is in progress; one runs at a time. Try again when it finishes.')
+  }
+  await job
+}
+
+function sendJSON(res: TrackedResponse, headers: Record<string, string>, value: object): void {
+  const body = JSON.stringify(value)
+  res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(body) }).end(body)
+}
+
+function readQuery(req: IncomingMessage): URLSearchParams {
+  const url = req.url ?? ''
+  const query = url.indexOf('?')
+  return new URLSearchParams(query === -1 ? '' : url.slice(query + 1))
+}
+
+/** parseSeconds returns the number of seconds, or the problem's detail when value is not 1 to 60. */
+function parseSeconds(value: string | null): number | string {
+  if (value === null) return defaultSeconds
+  const seconds = /^\d{1,2}$/.test(value) ? Number(value) : 0
+  if (seconds >= 1 && seconds <= maxSeconds) return seconds
+  return `Expected \`seconds\` to be an integer from 1 to ${maxSeconds}, got \`${value}\`.`
+}
+
+/**
+ * fileHeaders names the download after the service and the time, in ISO 8601's basic format
+ * (20261121T234502Z): the extended format's colons are not allowed in Windows file names.
+ */
+function fileHeaders(service: string, extension: string): Record<string, string> {
+  const time = new Date().toISOString().replace(/\.\d+/, '').replaceAll(/[-:]/g, '')
+  const name = `${service.replaceAll(/[^\w.-]/g, '_')}-${time}.${extension}`
+  return {
+    'content-type': 'application/json',
+    'content-disposition': `attachment; filename="${name}"`,
+    'cache-control': 'no-store',
+  }
+}
+
+/** wait resolves after ms, or as soon as signal aborts. */
+function wait(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
+}
