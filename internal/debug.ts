@@ -1,9 +1,11 @@
+import type { AsyncLocalStorage } from 'node:async_hooks'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { IntervalHistogram } from 'node:perf_hooks'
 import type { BuildInfo } from './build-info.ts'
 import type { Address, Config } from './config.ts'
 import type { Logger } from './log.ts'
+import type { TrackedResponse } from './response.ts'
 import { handleCPUProfile, handleHeapProfile, newProfileLock, type ProfileLock } from './profile.ts'
 import type { Routes } from './routes.ts'
 import { type HTTPServer, newServer } from './server.ts'
@@ -43,6 +45,8 @@ export function newDebugRoutes(deps: DebugRouteDeps): Routes {
 /** DebugDeps is what startDebug needs from run(). */
 export interface DebugDeps extends Omit<DebugRouteDeps, 'eventLoopDelay' | 'profiles' | 'shutdown'> {
   addr: Address
+  /** context is the request context the logger reads, shared with the main server. */
+  context: AsyncLocalStorage<TrackedResponse>
   /** routes builds the route table; tests use it to see the routes served. */
   routes?: (deps: DebugRouteDeps) => Routes
 }
@@ -62,13 +66,13 @@ export interface DebugServer {
  * resolves once it listens and has logged `debug listening`, plus a warning when the address is
  * reachable from other machines. It rejects with the listen error, having closed what it opened.
  */
-export async function startDebug({ addr, routes = newDebugRoutes, ...deps }: DebugDeps): Promise<DebugServer> {
+export async function startDebug({ addr, context, routes = newDebugRoutes, ...deps }: DebugDeps): Promise<DebugServer> {
   const log = deps.log.child({ listener: 'debug' })
   const eventLoopDelay = startEventLoopDelay()
   const shutdown = new AbortController()
   const profiles = newProfileLock()
   const routeDeps = { ...deps, log, eventLoopDelay, profiles, shutdown: shutdown.signal }
-  const http = newServer({ log, config: deps.config, routes: routes(routeDeps) })
+  const http = newServer({ log, config: deps.config, context, routes: routes(routeDeps) })
   async function close() {
     const closed = once(http.server, 'close')
     // A cut response writes its access-log line on 'close', which may come after the server's own

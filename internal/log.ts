@@ -1,3 +1,4 @@
+import type { AsyncLocalStorage } from 'node:async_hooks'
 import { type DestinationStream, type Logger, pino } from 'pino'
 import type { BuildInfo } from './build-info.ts'
 import type { LogLevel } from './config.ts'
@@ -13,8 +14,17 @@ const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) =>
 /**
  * newLogger returns the root logger: one JSON line per event on stream, level as its label, ISO
  * time, and the service and version on every line. Create it once in run() and pass it down.
+ *
+ * Given the request context, it is also every request's logger: a line logged while a request is
+ * being handled, however deep in the call stack, carries that request's requestId, traceId and
+ * spanId, with no child logger created and nothing passed through the calls.
  */
-export function newLogger(stream: DestinationStream, level: LogLevel, build: Pick<BuildInfo, 'service' | 'version'>): Logger {
+export function newLogger(
+  stream: DestinationStream,
+  level: LogLevel,
+  build: Pick<BuildInfo, 'service' | 'version'>,
+  context?: AsyncLocalStorage<TrackedResponse>,
+): Logger {
   return pino(
     {
       level,
@@ -22,6 +32,8 @@ export function newLogger(stream: DestinationStream, level: LogLevel, build: Pic
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: redactPaths, censor: '[REDACTED]' },
+      // pino merges the call's fields into what mixin returns, so it must be a new object each time.
+      mixin: context && (() => ({ ...context.getStore()?.logFields })),
     },
     stream,
   )
@@ -44,6 +56,8 @@ export function logAccess(log: Logger, res: TrackedResponse): void {
     bytes: res.bodyBytes,
     durationMs: Math.round((performance.now() - res.startedAt) * 1000) / 1000,
     requestId: res.requestId,
+    traceId: res.trace.traceId,
+    spanId: res.trace.spanId,
     remoteAddr: req.socket.remoteAddress,
     userAgent: req.headers['user-agent'],
     aborted: aborted || undefined,

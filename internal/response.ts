@@ -1,4 +1,5 @@
 import { ServerResponse } from 'node:http'
+import type { TraceContext } from './trace.ts'
 
 type Callback = (err?: Error | null) => void
 
@@ -19,7 +20,14 @@ export class TrackedResponse extends ServerResponse {
   requestId = ''
   /** path is the request target's path, without the query string: what routing and logs use. */
   path = ''
+  /** trace is the request's W3C trace context. */
+  trace: TraceContext = noTrace
   #written = 0
+
+  /** logFields returns the ids every log line of this request carries. */
+  get logFields(): { requestId: string; traceId: string; spanId: string } {
+    return { requestId: this.requestId, traceId: this.trace.traceId, spanId: this.trace.spanId }
+  }
 
   /**
    * bodyBytes is the number of body bytes sent: 0 for HEAD, 1xx, 204 and 304 responses (Node
@@ -49,6 +57,8 @@ export class TrackedResponse extends ServerResponse {
     return super.end(chunk, encoding as BufferEncoding, callback)
   }
 }
+
+const noTrace: TraceContext = Object.freeze({ traceId: '', spanId: '', flags: '00' })
 
 function byteLength(chunk: unknown, encoding: BufferEncoding | Callback | undefined): number {
   if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : 'utf8')

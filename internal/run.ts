@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
@@ -8,6 +9,7 @@ import { type DebugRouteDeps, type DebugServer, describeDebugListenError, startD
 import { newLifecycle } from './lifecycle.ts'
 import { type Logger, newLogger } from './log.ts'
 import { readSpec } from './openapi.ts'
+import type { TrackedResponse } from './response.ts'
 import { type RouteDeps, type Routes, newRoutes } from './routes.ts'
 import { type HTTPServer, newServer } from './server.ts'
 
@@ -62,11 +64,13 @@ export async function run({ env, stdout, events, routes = newRoutes, debugRoutes
       return exitCodes.config
     }
     const config = parsed.config
-    const log = newLogger(stdout, config.logLevel, build)
+    const context = new AsyncLocalStorage<TrackedResponse>()
+    const log = newLogger(stdout, config.logLevel, build, context)
     stop.log = log
 
     const lifecycle = newLifecycle()
-    const http = newServer({ log, config, routes: routes({ build, config, spec, startedAt, lifecycle, log }) })
+    const deps = { build, config, spec, startedAt, lifecycle, log }
+    const http = newServer({ log, config, context, routes: routes(deps) })
     try {
       await listen(http, config)
     } catch (err) {
@@ -78,7 +82,7 @@ export async function run({ env, stdout, events, routes = newRoutes, debugRoutes
       const addr = config.debugAddr
       const isDraining = () => lifecycle.draining
       try {
-        debug = await startDebug({ addr, config, build, startedAt, log, main: http, isDraining, routes: debugRoutes })
+        debug = await startDebug({ addr, config, build, startedAt, log, context, main: http, isDraining, routes: debugRoutes })
       } catch (err) {
         log.fatal({ debugAddr: addr, code: codeOf(err) }, describeDebugListenError(err, addr))
         http.destroy()

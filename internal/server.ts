@@ -1,3 +1,4 @@
+import type { AsyncLocalStorage } from 'node:async_hooks'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
@@ -8,11 +9,14 @@ import { type Logger, logAccess } from './log.ts'
 import { sendProblem } from './problem.ts'
 import { TrackedResponse } from './response.ts'
 import type { Handler, Routes } from './routes.ts'
+import { formatTraceparent, newIdSource, parseTraceparent } from './trace.ts'
 
 /** ServerDeps is what newServer needs. */
 export interface ServerDeps {
   log: Logger
   routes: Routes
+  /** context makes the response of the request being handled reachable from any code it runs. */
+  context: AsyncLocalStorage<TrackedResponse>
   config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxHeaderBytes'>
 }
 
@@ -34,6 +38,8 @@ export interface HTTPServer {
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/
+// The headers every response carries; an error answer keeps them and drops what the handler set.
+const keptOnError = new Set(['x-request-id', 'traceparent', 'x-content-type-options'])
 const absoluteForm = /^https?:\/\/[^/?#]*/i
 // How long the drain waits for just-accepted connections to send their request, and for ended
 // responses to reach the kernel, before closing idle connections.
@@ -45,8 +51,9 @@ const settleGraceMs = 1000
  * response, turns whatever a handler throws into a logged 500, and writes one access-log line per
  * request. Its timeouts and size limits come from config.
  */
-export function newServer({ log, routes, config }: ServerDeps): HTTPServer {
+export function newServer({ log, routes, context, config }: ServerDeps): HTTPServer {
   const table = compileRoutes(routes)
+  const ids = newIdSource()
   const inflight = new Set<TrackedResponse>()
   let draining = false
   let closing = false
@@ -67,7 +74,7 @@ export function newServer({ log, routes, config }: ServerDeps): HTTPServer {
       return
     }
     for (const name of res.getHeaderNames()) {
-      if (name !== 'x-request-id' && name !== 'x-content-type-options') res.removeHeader(name)
+      if (!keptOnError.has(name)) res.removeHeader(name)
     }
     sendProblem(res, 500, 'The server could not complete the request.')
   }
@@ -77,10 +84,16 @@ export function newServer({ log, routes, config }: ServerDeps): HTTPServer {
     res.on('close', onClose)
     const id = req.headers['x-request-id']
     res.requestId = typeof id === 'string' && requestIdPattern.test(id) ? id : randomUUID()
+    const parent = parseTraceparent(req.headers.traceparent)
+    res.trace = { traceId: parent?.traceId ?? ids.traceId(), spanId: ids.spanId(), flags: parent?.flags ?? '00' }
     res.setHeader('x-request-id', res.requestId)
+    res.setHeader('traceparent', formatTraceparent(res.trace))
     res.setHeader('x-content-type-options', 'nosniff')
     if (draining) res.shouldKeepAlive = false
+    context.run(res, dispatch, req, res)
+  }
 
+  function dispatch(req: IncomingMessage, res: TrackedResponse) {
     const url = req.url ?? ''
     const path = pathOf(url)
     res.path = path ?? url
