@@ -1,5 +1,11 @@
+import { createReadStream } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Session } from 'node:inspector/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { writeHeapSnapshot } from 'node:v8'
 import type { Logger } from './log.ts'
 import { sendProblem } from './problem.ts'
 import type { TrackedResponse } from './response.ts'
@@ -81,15 +87,9 @@ export function handleHeapProfile(deps: ProfileDeps): Handler {
       if (query.has('seconds')) {
         return sendProblem(res, 400, 'A heap snapshot takes no `seconds`; add `sampling=1` for a sampling heap profile.')
       }
-      return runProfile(deps, req, res, { profile: 'heap' }, 'heapsnapshot', async (session, _, headers) => {
-        res.writeHead(200, headers)
-        // V8 writes the snapshot synchronously, emitting every chunk before takeHeapSnapshot returns,
-        // so nothing can wait for 'drain' in between: the chunks queue on the socket, which sends
-        // them once the event loop runs again. No chunk is copied or joined into one big string.
-        session.on('HeapProfiler.addHeapSnapshotChunk', (message) => res.write(message.params.chunk))
-        await session.post('HeapProfiler.takeHeapSnapshot', { reportProgress: false })
-        res.end()
-      })
+      return runProfile(deps, req, res, { profile: 'heap' }, 'heapsnapshot', (session, _, headers) =>
+        sendHeapSnapshot(deps.log, session, res, headers),
+      )
     }
     const seconds = parseSeconds(query.get('seconds'))
     if (typeof seconds === 'string') return sendProblem(res, 400, seconds)
@@ -137,7 +137,8 @@ async function runProfile(
     try {
       await take(session, abandon.signal, headers)
       const durationMs = Math.round(performance.now() - started)
-      if (abandon.signal.aborted) deps.log.warn({ ...fields, durationMs }, 'profile abandoned')
+      // Finished means the whole answer went out; a response that closed first was abandoned.
+      if (!res.writableFinished) deps.log.warn({ ...fields, durationMs }, 'profile abandoned')
       else deps.log.info({ ...fields, durationMs, bytes: res.bodyBytes }, 'profile finished')
     } finally {
       // Disconnecting ends whatever the session started: a profile still running is dropped.
@@ -150,6 +151,36 @@ async function runProfile(
     return sendProblem(res, 409, 'Another profile is in progress; one runs at a time. Try again when it finishes.')
   }
   await job
+}
+
+/**
+ * sendHeapSnapshot has V8 write the snapshot to a file in the temp directory, then streams the file
+ * to the client at the client's pace and deletes it: the serialised snapshot, often larger than the
+ * heap, never sits in memory. Where no temp directory is writable (a read-only root filesystem with
+ * no volume at /tmp), V8's chunks go straight to the socket instead; they queue there until sent,
+ * because V8 serialises synchronously and cannot wait for 'drain'.
+ */
+async function sendHeapSnapshot(log: Logger, session: Session, res: TrackedResponse, headers: Record<string, string>) {
+  let dir: string | undefined
+  try {
+    dir = await mkdtemp(join(tmpdir(), 'heapsnapshot-'))
+  } catch (err) {
+    log.warn({ tmpdir: tmpdir(), code: (err as NodeJS.ErrnoException).code }, 'no writable temp directory: heap snapshot queued in memory')
+  }
+  if (dir === undefined) {
+    res.writeHead(200, headers)
+    session.on('HeapProfiler.addHeapSnapshotChunk', (message) => res.write(message.params.chunk))
+    await session.post('HeapProfiler.takeHeapSnapshot', { reportProgress: false })
+    res.end()
+    return
+  }
+  try {
+    const file = writeHeapSnapshot(join(dir, 'snapshot.heapsnapshot'))
+    res.writeHead(200, headers)
+    await pipeline(createReadStream(file), res).catch(() => {}) // a client that left is logged as aborted
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
 }
 
 function sendJSON(res: TrackedResponse, headers: Record<string, string>, value: object): void {

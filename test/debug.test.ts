@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
 import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
 import { describe, it, type TestContext } from 'node:test'
 import { newRoutes, type RouteDeps, type Routes } from '../internal/routes.ts'
 import { run } from '../internal/run.ts'
@@ -290,6 +292,33 @@ describe('GET /debug/pprof/heap', () => {
     const finished = await service.waitForLog((l) => l.msg === 'profile finished' && l.requestId === 'snap')
     assert.equal(finished.profile, 'heap')
     assert.ok((finished.bytes as number) > 100_000)
+  })
+
+  it('streams it from the temp directory, leaving nothing behind', async (t) => {
+    const service = await startDebugService(t)
+    const before = (await readdir(tmpdir())).filter((name) => name.startsWith('heapsnapshot-'))
+    const res = await fetch(`${service.debugUrl}/debug/pprof/heap`, { headers: { 'x-request-id': 'from-file' } })
+    assert.equal(res.status, 200)
+    assert.ok((await res.arrayBuffer()).byteLength > 100_000)
+    await service.waitForLog((l) => l.msg === 'profile finished' && l.requestId === 'from-file')
+    const after = (await readdir(tmpdir())).filter((name) => name.startsWith('heapsnapshot-'))
+    assert.deepEqual(after, before)
+    assert.equal(service.logs.find((l) => l.msg.startsWith('no writable temp directory')), undefined)
+  })
+
+  it('falls back to queueing the chunks when no temp directory is writable', async (t) => {
+    const service = await startDebugService(t)
+    const saved = process.env.TMPDIR
+    process.env.TMPDIR = '/nonexistent/tmp' // os.tmpdir() reads it on every call
+    t.after(() => {
+      if (saved === undefined) delete process.env.TMPDIR
+      else process.env.TMPDIR = saved
+    })
+    const res = await fetch(`${service.debugUrl}/debug/pprof/heap`)
+    const snapshot = JSON.parse(await res.text()) as { snapshot: { node_count: number } }
+    assert.ok(snapshot.snapshot.node_count > 0)
+    const warning = await service.waitForLog((l) => l.msg === 'no writable temp directory: heap snapshot queued in memory')
+    assert.equal(warning.level, 'warn')
   })
 
   it('returns a sampling heap profile with sampling=1', async (t) => {
