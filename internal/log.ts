@@ -39,30 +39,47 @@ export function newLogger(
   )
 }
 
+type Internals = Record<symbol, unknown>
+
 /**
- * logAccess writes the access-log line of a finished or aborted response: error for 5xx, warn for
- * 4xx and aborts, info otherwise. The path is logged without its query string, which may carry
- * tokens. A response aborted before its status was sent is logged as 499 (nginx's "client closed
- * request"), never as a status that was not sent.
+ * newAccessLog returns the function that writes the access-log line of a finished or aborted
+ * response: error for 5xx, warn for 4xx and aborts, info otherwise. The path is logged without its
+ * query string, which may carry tokens. A response aborted before its status was sent is logged as
+ * 499 (nginx's "client closed request"), never as a status that was not sent.
+ *
+ * The line is the one pino would write for log[level](fields, 'request'), built directly: fixed
+ * shape, the logger's bindings already serialised, the time string made once per millisecond, and
+ * JSON escaping only for the two fields a client controls (path and user agent; the others are
+ * validated or come from Node). It goes to the logger's own stream, so ordering and flushing stay
+ * pino's. That cuts the per-request cost of logging by more than half (BENCHMARKS.md).
  */
-export function logAccess(log: Logger, res: TrackedResponse): void {
-  const req = res.req
-  const aborted = res.aborted
-  const status = !aborted || res.headersSent ? res.statusCode : 499
-  const fields = {
-    method: req.method,
-    path: res.path,
-    status,
-    bytes: res.bodyBytes,
-    durationMs: Math.round((performance.now() - res.startedAt) * 1000) / 1000,
-    requestId: res.requestId,
-    traceId: res.trace.traceId,
-    spanId: res.trace.spanId,
-    remoteAddr: req.socket.remoteAddress,
-    userAgent: req.headers['user-agent'],
-    aborted: aborted || undefined,
+export function newAccessLog(log: Logger): (res: TrackedResponse) => void {
+  const bindings = (log as unknown as Internals)[pino.symbols.chindingsSym] as string
+  const stream = (log as unknown as Internals)[pino.symbols.streamSym] as DestinationStream
+  let lastMs = -1
+  let time = ''
+  return (res) => {
+    const req = res.req
+    const aborted = res.aborted
+    const status = !aborted || res.headersSent ? res.statusCode : 499
+    const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
+    if (!log.isLevelEnabled(level)) return
+    const now = Date.now()
+    if (now !== lastMs) {
+      lastMs = now
+      time = new Date(now).toISOString()
+    }
+    const remoteAddr = req.socket.remoteAddress
+    const userAgent = req.headers['user-agent']
+    stream.write(
+      `{"level":"${level}","time":"${time}"${bindings},"method":"${req.method}","path":${JSON.stringify(res.path)}` +
+        `,"status":${status},"bytes":${res.bodyBytes}` +
+        `,"durationMs":${Math.round((performance.now() - res.startedAt) * 1000) / 1000}` +
+        `,"requestId":"${res.requestId}","traceId":"${res.trace.traceId}","spanId":"${res.trace.spanId}"` +
+        (remoteAddr === undefined ? '' : `,"remoteAddr":"${remoteAddr}"`) +
+        (userAgent === undefined ? '' : `,"userAgent":${JSON.stringify(userAgent)}`) +
+        (aborted ? ',"aborted":true' : '') +
+        ',"msg":"request"}\n',
+    )
   }
-  if (status >= 500) log.error(fields, 'request')
-  else if (status >= 400 || aborted) log.warn(fields, 'request')
-  else log.info(fields, 'request')
 }

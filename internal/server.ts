@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
 import { handleClientError, handleConnect, newLogLimiter } from './client-error.ts'
 import type { Config } from './config.ts'
-import { type Logger, logAccess } from './log.ts'
+import { type Logger, newAccessLog } from './log.ts'
 import { sendProblem } from './problem.ts'
 import { TrackedResponse } from './response.ts'
 import type { Handler, Routes } from './routes.ts'
@@ -54,6 +54,7 @@ const settleGraceMs = 1000
 export function newServer({ log, routes, context, config }: ServerDeps): HTTPServer {
   const table = compileRoutes(routes)
   const ids = newIdSource()
+  const logAccess = newAccessLog(log)
   const inflight = new Set<TrackedResponse>()
   let draining = false
   let closing = false
@@ -61,7 +62,7 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
   // One listener shared by every response ('this' is the response), so no closure per request.
   function onClose(this: TrackedResponse) {
     inflight.delete(this)
-    logAccess(log, this)
+    logAccess(this)
     // Node's gap: a keep-alive response in flight when close() was called leaves its socket open
     // until keepAliveTimeout. Once the server stops accepting, no socket outlives its response.
     if (closing) this.req.socket.destroySoon()

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
 import { describe, it } from 'node:test'
+import { newAccessLog, newLogger } from '../internal/log.ts'
+import type { TrackedResponse } from '../internal/response.ts'
 import { newRoutes } from '../internal/routes.ts'
-import { type LogLine, startService } from './service.ts'
+import { exchange } from './raw.ts'
+import { type LogLine, newLogSink, startService } from './service.ts'
 
 const isoTime = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
 
@@ -111,6 +114,74 @@ describe('logs', () => {
     const text = JSON.stringify(service.logs)
     assert.doesNotMatch(text, /token-secret|cookie-secret/)
     assert.match(text, /\[REDACTED\]/, 'the logged headers were there, with their values redacted')
+  })
+
+  it('build the access line exactly as pino would write it, bindings included', () => {
+    const sink = newLogSink()
+    const log = newLogger(sink, 'info', { service: 'svc', version: '1.2.3' }).child({ listener: 'debug' })
+    const res = {
+      req: { method: 'GET', socket: { remoteAddress: '::1' }, headers: { 'user-agent': 'ua "quoted" \\ é' } },
+      aborted: false,
+      headersSent: true,
+      statusCode: 404,
+      path: '/a"b\\c\u0001',
+      bodyBytes: 97,
+      startedAt: performance.now(),
+      requestId: 'id-1',
+      trace: { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: '00' },
+    } as unknown as TrackedResponse
+    newAccessLog(log)(res)
+    const [built] = sink.logs
+    assert.ok(built)
+    log.warn(
+      {
+        method: 'GET',
+        path: res.path,
+        status: 404,
+        bytes: 97,
+        durationMs: built.durationMs,
+        requestId: 'id-1',
+        traceId: 'a'.repeat(32),
+        spanId: 'b'.repeat(16),
+        remoteAddr: '::1',
+        userAgent: 'ua "quoted" \\ é',
+      },
+      'request',
+    )
+    const byPino = sink.logs[1]
+    assert.deepEqual(Object.entries({ ...built, time: 0 }), Object.entries({ ...byPino, time: 0 }))
+    assert.equal(built.listener, 'debug')
+    assert.equal(built.path, '/a"b\\c\u0001')
+  })
+
+  it('escape the path and user agent a client sends, whatever they hold', async (t) => {
+    const service = await startService(t)
+    const path = '/a"b\\c%22'
+    const userAgent = 'evil"},"level":"fatal\\'
+    await exchange(service.port, [`GET ${path}?q HTTP/1.1\r\nHost: x\r\nUser-Agent: ${userAgent}\r\nX-Request-Id: escaped\r\n\r\n`])
+    const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === 'escaped')
+    assert.equal(line.path, path)
+    assert.equal(line.userAgent, userAgent)
+    assert.equal(line.level, 'warn')
+  })
+
+  it('follow LOG_LEVEL: at warn, only 4xx and 5xx access lines', () => {
+    const sink = newLogSink()
+    const logAccess = newAccessLog(newLogger(sink, 'warn', { service: 'svc', version: null }))
+    for (const [statusCode, requestId] of [[200, 'quiet'], [404, 'loud'], [503, 'louder']] as const) {
+      logAccess({
+        req: { method: 'GET', socket: {}, headers: {} },
+        aborted: false,
+        headersSent: true,
+        statusCode,
+        path: '/',
+        bodyBytes: 0,
+        startedAt: performance.now(),
+        requestId,
+        trace: { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: '00' },
+      } as unknown as TrackedResponse)
+    }
+    assert.deepEqual(sink.logs.map((l) => [l.requestId, l.level]), [['loud', 'warn'], ['louder', 'error']])
   })
 
   it('record shutdown start and end', async (t) => {

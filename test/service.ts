@@ -86,7 +86,12 @@ export async function startService(
     exited.then((code) => {
       throw new Error(`run() returned ${code} before listening; logs:\n${JSON.stringify(sink.logs)}`)
     }),
-  ])
+  ]).catch(async (err: unknown) => {
+    events.emit('SIGINT', 'SIGINT') // a service that did start must not keep the test process alive
+    events.emit('SIGINT', 'SIGINT')
+    await exited
+    throw err
+  })
   const port = listening.port as number
   const debug = sink.logs.find((line) => line.msg === 'debug listening')
   const service: Service = {
