@@ -137,8 +137,8 @@ async function runProfile(
     try {
       await take(session, abandon.signal, headers)
       const durationMs = Math.round(performance.now() - started)
-      // Finished means the whole answer went out; a response that closed first was abandoned.
-      if (!res.writableFinished) deps.log.warn({ ...fields, durationMs }, 'profile abandoned')
+      // The answer was complete if the handler ended it; a response cut before that was abandoned.
+      if (!res.writableEnded) deps.log.warn({ ...fields, durationMs }, 'profile abandoned')
       else deps.log.info({ ...fields, durationMs, bytes: res.bodyBytes }, 'profile finished')
     } finally {
       // Disconnecting ends whatever the session started: a profile still running is dropped.

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net'
 import type { DestinationStream } from 'pino'
 import { type BuildInfo, readBuildInfo } from './build-info.ts'
 import { type Config, type Env, parseConfig } from './config.ts'
-import { type DebugRouteDeps, type DebugServer, describeDebugListenError, startDebug } from './debug.ts'
+import type { DebugRouteDeps, DebugServer } from './debug.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { type Logger, newLogger } from './log.ts'
 import { readSpec } from './openapi.ts'
@@ -81,6 +81,8 @@ export async function run({ env, stdout, events, routes = newRoutes, debugRoutes
     if (config.debugAddr !== null) {
       const addr = config.debugAddr
       const isDraining = () => lifecycle.draining
+      // Loaded only when asked for: the profiler and its imports cost start-up time otherwise.
+      const { startDebug, describeDebugListenError } = await import('./debug.ts')
       try {
         debug = await startDebug({ addr, config, build, startedAt, log, context, main: http, isDraining, routes: debugRoutes })
       } catch (err) {
