@@ -1,0 +1,152 @@
+// The benchmark's report: medians, same-round ratios, the issue's targets, printed as Markdown
+// tables ready to paste into BENCHMARKS.md.
+import { relative } from 'node:path'
+import type { LoadResult, Tool } from './bench-load.ts'
+
+/** Settings are the bench's command-line options, with the mode's defaults filled in. */
+export interface Settings {
+  smoke: boolean
+  rounds: number
+  seconds: number
+  warmupSeconds: number
+  soakSeconds: number
+  spawns: number
+  connections: number
+  tool: Tool | undefined
+  /** service is the script measured against the bare server: the built service unless --service says otherwise. */
+  service: string
+  argv: string[]
+}
+
+/** Measurements is everything one bench run measured. */
+export interface Measurements {
+  machine: { cpu: string; node: string; date: string; commit: string; tool: string; pinned: boolean }
+  settings: Settings
+  spawn: { service: number[]; bare: number[]; node: number[] }
+  rounds: { service: LoadResult; bare: LoadResult }[]
+  rssIdle: { service: number; bare: number }
+  rssAfterLoad: { service: number; bare: number }
+  soak: { rss: number[]; rps: number }
+  logCount: { lines: number; received: number; answered: number }
+}
+
+// The issue's targets (this machine, medians of same-round ratios), checked by the full run only.
+const targets = { throughput: 0.85, p99: 1.5, spawn: 1.5, rssOverBareMiB: 25, soakGrowthMiB: 5 }
+
+/** median returns the middle value (the mean of the two middle ones for an even count). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2
+}
+
+/**
+ * soakGrowth is how far RSS rose over the soak: the median of its last third of samples minus the
+ * median of its first third. Medians, because V8's young generation makes single samples jump.
+ */
+export function soakGrowth(rss: number[]): number {
+  const third = Math.max(1, Math.floor(rss.length / 3))
+  return median(rss.slice(-third)) - median(rss.slice(0, third))
+}
+
+function ratio(a: number, b: number): number {
+  return b === 0 ? Number.NaN : a / b
+}
+
+function fixed(n: number, digits: number): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a'
+}
+
+function verdict(pass: boolean | undefined): string {
+  return pass === undefined ? 'n/a' : pass ? 'PASS' : 'FAIL'
+}
+
+/**
+ * printReport writes the report through say and returns whether every target passed. A target
+ * whose inputs are unmeasurable (autocannon's whole-millisecond p99 of 0) counts as not failed.
+ */
+export function printReport(m: Measurements, say: (line: string) => void): boolean {
+  const { machine, settings } = m
+  say('')
+  say(`- Machine: ${machine.cpu}; Node ${machine.node}; ${machine.date}`)
+  say(`- Commit: ${machine.commit}; measured: ${relative(process.cwd(), settings.service)}`)
+  say(`- Load: ${machine.tool}, ${settings.connections} connections, ${machine.pinned ? 'server on CPU 0, load generator on CPU 1 (taskset)' : 'not pinned'}`)
+  say(`- Command: npm run bench${settings.argv.length > 0 ? ` -- ${settings.argv.join(' ')}` : ''}`)
+  say(`- Rounds: ${settings.rounds} × ${settings.seconds} s each after a ${settings.warmupSeconds} s warm-up; soak ${settings.soakSeconds} s`)
+  say('')
+  const throughput = printRounds(m, say)
+  say('')
+  const rows = targetRows(m, throughput)
+  say('| measure | service | bare | service vs bare | target | result |')
+  say('| --- | ---: | ---: | ---: | --- | --- |')
+  for (const row of rows) say(`| ${row.join(' | ')} |`)
+  say('')
+  const failed = rows.filter((row) => row[5] === 'FAIL').length
+  if (settings.smoke) say('smoke run: targets not checked; the access-log count matched')
+  else say(failed === 0 ? 'all targets PASS' : `${failed} target(s) FAIL`)
+  return failed === 0
+}
+
+/** printRounds prints the per-round table and returns the medians of the same-round ratios. */
+function printRounds(m: Measurements, say: (line: string) => void) {
+  say('| round | service req/s | bare req/s | ratio | service p50 ms | bare p50 ms | service p99 ms | bare p99 ms | p99 ratio |')
+  say('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  const ratios = m.rounds.map(({ service, bare }) => ({ rps: ratio(service.rps, bare.rps), p99: ratio(service.p99Ms, bare.p99Ms) }))
+  m.rounds.forEach(({ service, bare }, i) => {
+    const r = ratios[i]
+    say(
+      `| ${i + 1} | ${service.rps.toFixed(0)} | ${bare.rps.toFixed(0)} | ${fixed(r?.rps ?? Number.NaN, 3)} | ${service.p50Ms.toFixed(2)} | ${bare.p50Ms.toFixed(2)} | ${service.p99Ms.toFixed(2)} | ${bare.p99Ms.toFixed(2)} | ${fixed(r?.p99 ?? Number.NaN, 2)} |`,
+    )
+  })
+  const med = (pick: (r: { service: LoadResult; bare: LoadResult }) => number) => median(m.rounds.map(pick))
+  const rps = median(ratios.map((r) => r.rps))
+  const p99 = median(ratios.map((r) => r.p99).filter(Number.isFinite))
+  say(
+    `| median | ${med((r) => r.service.rps).toFixed(0)} | ${med((r) => r.bare.rps).toFixed(0)} | **${fixed(rps, 3)}** | ${med((r) => r.service.p50Ms).toFixed(2)} | ${med((r) => r.bare.p50Ms).toFixed(2)} | ${med((r) => r.service.p99Ms).toFixed(2)} | ${med((r) => r.bare.p99Ms).toFixed(2)} | **${fixed(p99, 2)}** |`,
+  )
+  const all = ratios.map((r) => r.rps)
+  return { rps, p99, min: Math.min(...all), max: Math.max(...all) }
+}
+
+/** targetRows returns the summary table's rows: measure, service, bare, comparison, target, result. */
+function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>): string[][] {
+  const check = (pass: boolean | undefined) => verdict(m.settings.smoke ? undefined : pass)
+  const spawnService = median(m.spawn.service)
+  const spawnBare = median(m.spawn.bare)
+  const spawnRatio = spawnService / spawnBare
+  const rssOver = m.rssAfterLoad.service - m.rssAfterLoad.bare
+  const soak = m.soak.rss
+  const growth = soakGrowth(soak)
+  const { lines, received, answered } = m.logCount
+  return [
+    [
+      '/health throughput (median of same-round ratios; their range)',
+      '',
+      '',
+      `${fixed(throughput.rps, 3)}× (${fixed(throughput.min, 2)}–${fixed(throughput.max, 2)})`,       `≥ ${targets.throughput}×`,
+      check(throughput.rps >= targets.throughput),
+    ],
+    [
+      'p99 latency (median of same-round ratios)',
+      '',
+      '',
+      `${fixed(throughput.p99, 2)}×`,
+      `≤ ${targets.p99}×`,
+      check(Number.isFinite(throughput.p99) ? throughput.p99 <= targets.p99 : undefined),
+    ],
+    ['spawn to first 200, ms (median)', spawnService.toFixed(1), spawnBare.toFixed(1), `${spawnRatio.toFixed(2)}×`, `≤ ${targets.spawn}×`, check(spawnRatio <= targets.spawn)],
+    ['`node -e 0`, spawn to exit, ms (median)', '', median(m.spawn.node).toFixed(1), '', '', ''],
+    ['RSS idle, MiB', m.rssIdle.service.toFixed(1), m.rssIdle.bare.toFixed(1), `+${(m.rssIdle.service - m.rssIdle.bare).toFixed(1)}`, '', ''],
+    ['RSS after the rounds, MiB', m.rssAfterLoad.service.toFixed(1), m.rssAfterLoad.bare.toFixed(1), `+${rssOver.toFixed(1)}`, `≤ bare + ${targets.rssOverBareMiB}`, check(rssOver <= targets.rssOverBareMiB)],
+    [
+      `RSS over the soak, MiB (first / max / last of ${soak.length} samples; growth)`,
+      `${(soak[0] ?? 0).toFixed(1)} / ${Math.max(...soak).toFixed(1)} / ${(soak.at(-1) ?? 0).toFixed(1)}; ${growth >= 0 ? '+' : ''}${growth.toFixed(1)}`,
+      '',
+      '',
+      `growth ≤ ${targets.soakGrowthMiB}`,
+      check(growth <= targets.soakGrowthMiB),
+    ],
+    ['soak throughput, req/s', m.soak.rps.toFixed(0), '', '', '', ''],
+    ['access-log lines = requests received', `${lines} = ${received}`, '', `${answered} answered to the load tool`, 'equal', lines === received ? 'PASS' : 'FAIL'],
+  ]
+}
