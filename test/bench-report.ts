@@ -3,6 +3,14 @@
 import { relative } from 'node:path'
 import type { LoadResult, Tool } from './bench-load.ts'
 
+/** Run is one load run on one server: what the load tool measured, and the CPU the server got. */
+export interface Run extends LoadResult {
+  /** cpuShare is the server's CPU seconds per second of load: 1 when it had its CPU to itself. */
+  cpuShare: number
+  /** perCPUSecond is requests answered per CPU second the server used, which other processes disturb less. */
+  perCPUSecond: number
+}
+
 /** Settings are the bench's command-line options, with the mode's defaults filled in. */
 export interface Settings {
   smoke: boolean
@@ -23,7 +31,7 @@ export interface Measurements {
   machine: { cpu: string; node: string; date: string; commit: string; tool: string; pinned: boolean }
   settings: Settings
   spawn: { service: number[]; bare: number[]; node: number[] }
-  rounds: { service: LoadResult; bare: LoadResult }[]
+  rounds: { service: Run; bare: Run }[]
   rssIdle: { service: number; bare: number }
   rssAfterLoad: { service: number; bare: number }
   soak: { rss: number[]; rps: number }
@@ -87,25 +95,43 @@ export function printReport(m: Measurements, say: (line: string) => void): boole
   return failed === 0
 }
 
-/** printRounds prints the per-round table and returns the medians of the same-round ratios. */
+type Round = Measurements['rounds'][number]
+
+// One column of the per-round table: its heading and how to print a round (or the medians row).
+const columns: [string, (r: Round) => number, number][] = [
+  ['service req/s', (r) => r.service.rps, 0],
+  ['bare req/s', (r) => r.bare.rps, 0],
+  ['ratio', (r) => ratio(r.service.rps, r.bare.rps), 3],
+  ['service CPU', (r) => r.service.cpuShare, 2],
+  ['bare CPU', (r) => r.bare.cpuShare, 2],
+  ['req/CPU-s ratio', (r) => ratio(r.service.perCPUSecond, r.bare.perCPUSecond), 3],
+  ['service p50 ms', (r) => r.service.p50Ms, 2],
+  ['bare p50 ms', (r) => r.bare.p50Ms, 2],
+  ['service p99 ms', (r) => r.service.p99Ms, 2],
+  ['bare p99 ms', (r) => r.bare.p99Ms, 2],
+  ['p99 ratio', (r) => ratio(r.service.p99Ms, r.bare.p99Ms), 2],
+]
+
+/**
+ * printRounds prints the per-round table, with the median of each column (for ratios: the median
+ * of the same-round ratios), and returns the ratios the targets are checked against.
+ */
 function printRounds(m: Measurements, say: (line: string) => void) {
-  say('| round | service req/s | bare req/s | ratio | service p50 ms | bare p50 ms | service p99 ms | bare p99 ms | p99 ratio |')
-  say('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
-  const ratios = m.rounds.map(({ service, bare }) => ({ rps: ratio(service.rps, bare.rps), p99: ratio(service.p99Ms, bare.p99Ms) }))
-  m.rounds.forEach(({ service, bare }, i) => {
-    const r = ratios[i]
-    say(
-      `| ${i + 1} | ${service.rps.toFixed(0)} | ${bare.rps.toFixed(0)} | ${fixed(r?.rps ?? Number.NaN, 3)} | ${service.p50Ms.toFixed(2)} | ${bare.p50Ms.toFixed(2)} | ${service.p99Ms.toFixed(2)} | ${bare.p99Ms.toFixed(2)} | ${fixed(r?.p99 ?? Number.NaN, 2)} |`,
-    )
-  })
-  const med = (pick: (r: { service: LoadResult; bare: LoadResult }) => number) => median(m.rounds.map(pick))
-  const rps = median(ratios.map((r) => r.rps))
-  const p99 = median(ratios.map((r) => r.p99).filter(Number.isFinite))
-  say(
-    `| median | ${med((r) => r.service.rps).toFixed(0)} | ${med((r) => r.bare.rps).toFixed(0)} | **${fixed(rps, 3)}** | ${med((r) => r.service.p50Ms).toFixed(2)} | ${med((r) => r.bare.p50Ms).toFixed(2)} | ${med((r) => r.service.p99Ms).toFixed(2)} | ${med((r) => r.bare.p99Ms).toFixed(2)} | **${fixed(p99, 2)}** |`,
-  )
-  const all = ratios.map((r) => r.rps)
-  return { rps, p99, min: Math.min(...all), max: Math.max(...all) }
+  say(`| round | ${columns.map(([heading]) => heading).join(' | ')} |`)
+  say(`| ---: | ${columns.map(() => '---:').join(' | ')} |`)
+  m.rounds.forEach((round, i) => say(`| ${i + 1} | ${columns.map(([, pick, digits]) => fixed(pick(round), digits)).join(' | ')} |`))
+  const medianOf = (pick: (r: Round) => number) => median(m.rounds.map(pick).filter(Number.isFinite))
+  say(`| median | ${columns.map(([, pick, digits]) => fixed(medianOf(pick), digits)).join(' | ')} |`)
+  const throughput = m.rounds.map((r) => ratio(r.service.rps, r.bare.rps))
+  const disturbed = m.rounds.filter((r) => Math.min(r.service.cpuShare, r.bare.cpuShare) < 0.9).length
+  if (disturbed > 0) say(`\n${disturbed} of ${m.rounds.length} rounds gave a server under 0.9 of its CPU: other processes took turns on it`)
+  return {
+    rps: median(throughput),
+    min: Math.min(...throughput),
+    max: Math.max(...throughput),
+    perCPUSecond: medianOf((r) => ratio(r.service.perCPUSecond, r.bare.perCPUSecond)),
+    p99: medianOf((r) => ratio(r.service.p99Ms, r.bare.p99Ms)),
+  }
 }
 
 /** targetRows returns the summary table's rows: measure, service, bare, comparison, target, result. */
@@ -134,6 +160,7 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
       `≤ ${targets.p99}×`,
       check(Number.isFinite(throughput.p99) ? throughput.p99 <= targets.p99 : undefined),
     ],
+    ['requests per server CPU-second (median of same-round ratios)', '', '', `${fixed(throughput.perCPUSecond, 3)}×`, '', ''],
     ['spawn to first 200, ms (median)', spawnService.toFixed(1), spawnBare.toFixed(1), `${spawnRatio.toFixed(2)}×`, `≤ ${targets.spawn}×`, check(spawnRatio <= targets.spawn)],
     ['`node -e 0`, spawn to exit, ms (median)', '', median(m.spawn.node).toFixed(1), '', '', ''],
     ['RSS idle, MiB', m.rssIdle.service.toFixed(1), m.rssIdle.bare.toFixed(1), `+${(m.rssIdle.service - m.rssIdle.bare).toFixed(1)}`, '', ''],

@@ -13,8 +13,8 @@ export interface ServerOptions {
   /** script is the JavaScript file node runs, followed by args. */
   script: string
   args?: string[]
-  /** preload is a module URL given to `node --import`. */
-  preload?: string | undefined
+  /** nodeArgs go to node before the script: `--import`, `--cpu-prof`... */
+  nodeArgs?: string[]
   env?: Record<string, string>
   /** stdoutFile receives the process's stdout, as in production; without it stdout is discarded. */
   stdoutFile?: string | undefined
@@ -49,7 +49,7 @@ export interface HealthResponse {
  * execs node, so the pid is node's). It throws when the process cannot be spawned at all.
  */
 export function startServer(options: ServerOptions): ServerProcess {
-  const nodeArgs = [...(options.preload === undefined ? [] : ['--import', options.preload]), options.script, ...(options.args ?? [])]
+  const nodeArgs = [...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])]
   const [command, args] =
     options.cpu === undefined ? [process.execPath, nodeArgs] : ['taskset', ['-c', String(options.cpu), process.execPath, ...nodeArgs]]
   const stdout = options.stdoutFile === undefined ? 'ignore' : openSync(options.stdoutFile, 'w')
@@ -119,6 +119,17 @@ export function readRSS(pid: number): number {
   const kB = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]
   if (kB === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`)
   return Number(kB) / 1024
+}
+
+// Linux reports process CPU time in clock ticks of 1/100 s on every mainstream architecture.
+const ticksPerSecond = 100
+
+/** readCPUSeconds returns the user + system CPU time the process (all its threads) has used, from /proc. */
+export function readCPUSeconds(pid: number): number {
+  // Fields after the parenthesised command name, which may itself hold spaces: utime is the 12th.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond
 }
 
 /** LogCount is what countLogLines found in a log file. */

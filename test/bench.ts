@@ -15,14 +15,15 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { type LoadResult, type Tool, canPin, chooseTool, runLoad, writeWrkScript } from './bench-load.ts'
-import { type Measurements, type Settings, printReport } from './bench-report.ts'
+import { type Tool, canPin, chooseTool, runLoad, writeWrkScript } from './bench-load.ts'
+import { type Measurements, type Run, type Settings, printReport } from './bench-report.ts'
 import {
   type HealthResponse,
   type ServerOptions,
   type ServerProcess,
   countLogLines,
   findFreePort,
+  readCPUSeconds,
   readRSS,
   readURL,
   startServer,
@@ -163,18 +164,32 @@ async function measureSpawn(ctx: Context) {
   return { health, spawn: { service, bare, node } }
 }
 
-/** load runs the load generator against a server for seconds. */
-function load(ctx: Context, port: number, seconds: number): Promise<LoadResult> {
+/** Target is a running server and its port. */
+interface Target {
+  server: ServerProcess
+  port: number
+}
+
+/**
+ * load runs the load generator against target for seconds, and adds the CPU time the server got
+ * meanwhile: on this shared machine other processes take turns on the server's CPU, and a share
+ * well under 1 says a round was disturbed.
+ */
+async function load(ctx: Context, { server, port }: Target, seconds: number): Promise<Run> {
   const url = `http://127.0.0.1:${port}/health`
-  return runLoad({ tool: ctx.tool, url, connections: ctx.settings.connections, seconds, cpu: ctx.loadCPU, wrkScript: ctx.wrkScript })
+  const before = readCPUSeconds(server.pid)
+  const result = await runLoad({ tool: ctx.tool, url, connections: ctx.settings.connections, seconds, cpu: ctx.loadCPU, wrkScript: ctx.wrkScript })
+  const cpu = readCPUSeconds(server.pid) - before
+  return { ...result, cpuShare: cpu / seconds, perCPUSecond: result.requests / cpu }
 }
 
 /** soak loads the service for the soak's length while sampling its RSS every second. */
-async function soak(ctx: Context, server: ServerProcess, port: number): Promise<{ result: LoadResult; rss: number[] }> {
+async function soak(ctx: Context, target: Target): Promise<{ result: Run; rss: number[] }> {
+  const { server } = target
   const rss = [readRSS(server.pid)]
   const timer = setInterval(() => rss.push(readRSS(server.pid)), 1000)
   try {
-    const result = await load(ctx, port, ctx.settings.soakSeconds)
+    const result = await load(ctx, target, ctx.settings.soakSeconds)
     rss.push(readRSS(server.pid))
     return { result, rss }
   } finally {
@@ -192,31 +207,32 @@ async function measureLoad(ctx: Context, health: HealthResponse, servers: Set<Se
   const serviceCount = join(ctx.dir, 'service.count')
   const service = startServer({
     script: ctx.settings.service,
-    preload: counter,
+    nodeArgs: ['--import', counter],
     env: { PORT: String(servicePort), LOG_LEVEL: 'info', BENCH_COUNT_FILE: serviceCount },
     stdoutFile: serviceLog,
     cpu: ctx.serverCPU,
   })
   servers.add(service)
-  const bare = startServer({ script: bareMain, args: bareArgs(barePort, health), preload: counter, cpu: ctx.serverCPU })
+  const bare = startServer({ script: bareMain, args: bareArgs(barePort, health), nodeArgs: ['--import', counter], cpu: ctx.serverCPU })
   servers.add(bare)
   await waitForOK(service, `http://127.0.0.1:${servicePort}/health`)
   const bareHealth = await waitForOK(bare, `http://127.0.0.1:${barePort}/health`)
   checkSameHeaders(await readURL(`http://127.0.0.1:${servicePort}/health`), bareHealth)
   const rssIdle = { service: readRSS(service.pid), bare: readRSS(bare.pid) }
+  const onBare = (seconds: number) => load(ctx, { server: bare, port: barePort }, seconds)
 
   // The service's load-tool requests, for the sanity check on the counter: 2 probes so far.
   let served = 2
   let runs = 0
   const onService = async (seconds: number) => {
-    const result = await load(ctx, servicePort, seconds)
+    const result = await load(ctx, { server: service, port: servicePort }, seconds)
     served += result.requests
     runs++
     return result
   }
   say(`warm-up: ${ctx.settings.warmupSeconds} s each`)
   await onService(ctx.settings.warmupSeconds)
-  await load(ctx, barePort, ctx.settings.warmupSeconds)
+  await onBare(ctx.settings.warmupSeconds)
 
   const rounds: Measurements['rounds'] = []
   for (let i = 1; i <= ctx.settings.rounds; i++) {
@@ -225,15 +241,15 @@ async function measureLoad(ctx: Context, health: HealthResponse, servers: Set<Se
     const seconds = ctx.settings.seconds
     const round =
       i % 2 === 1
-        ? { service: await onService(seconds), bare: await load(ctx, barePort, seconds) }
-        : { bare: await load(ctx, barePort, seconds), service: await onService(seconds) }
+        ? { service: await onService(seconds), bare: await onBare(seconds) }
+        : { bare: await onBare(seconds), service: await onService(seconds) }
     rounds.push(round)
     say(`round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}`)
   }
   const rssAfterLoad = { service: readRSS(service.pid), bare: readRSS(bare.pid) }
 
   say(`soak: ${ctx.settings.soakSeconds} s on the service`)
-  const soaked = await soak(ctx, service, servicePort)
+  const soaked = await soak(ctx, { server: service, port: servicePort })
   served += soaked.result.requests
   runs++
 
