@@ -139,7 +139,8 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
   const check = (pass: boolean | undefined) => verdict(m.settings.smoke ? undefined : pass)
   const spawnService = median(m.spawn.service)
   const spawnBare = median(m.spawn.bare)
-  const spawnRatio = spawnService / spawnBare
+  // Starts alternate service, bare, service...: like the rounds, compare each pair, then take the median.
+  const spawnRatio = median(m.spawn.service.map((ms, i) => ratio(ms, m.spawn.bare[i] ?? Number.NaN)))
   const rssOver = m.rssAfterLoad.service - m.rssAfterLoad.bare
   const soak = m.soak.rss
   const growth = soakGrowth(soak)
@@ -161,7 +162,7 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
       check(Number.isFinite(throughput.p99) ? throughput.p99 <= targets.p99 : undefined),
     ],
     ['requests per server CPU-second (median of same-round ratios)', '', '', `${fixed(throughput.perCPUSecond, 3)}×`, '', ''],
-    ['spawn to first 200, ms (median)', spawnService.toFixed(1), spawnBare.toFixed(1), `${spawnRatio.toFixed(2)}×`, `≤ ${targets.spawn}×`, check(spawnRatio <= targets.spawn)],
+    ['spawn to first 200, ms (medians; median of same-pair ratios)', spawnService.toFixed(1), spawnBare.toFixed(1), `${spawnRatio.toFixed(2)}×`, `≤ ${targets.spawn}×`, check(spawnRatio <= targets.spawn)],
     ['`node -e 0`, spawn to exit, ms (median)', '', median(m.spawn.node).toFixed(1), '', '', ''],
     ['RSS idle, MiB', m.rssIdle.service.toFixed(1), m.rssIdle.bare.toFixed(1), `+${(m.rssIdle.service - m.rssIdle.bare).toFixed(1)}`, '', ''],
     ['RSS after the rounds, MiB', m.rssAfterLoad.service.toFixed(1), m.rssAfterLoad.bare.toFixed(1), `+${rssOver.toFixed(1)}`, `≤ bare + ${targets.rssOverBareMiB}`, check(rssOver <= targets.rssOverBareMiB)],

@@ -51,15 +51,15 @@ function parseSettings(argv: string[]): Settings {
       seconds: { type: 'string' },
       soak: { type: 'string' },
       spawns: { type: 'string' },
-      connections: { type: 'string', default: '50' },
+      connections: { type: 'string' },
       tool: { type: 'string' },
       service: { type: 'string' },
     },
   })
   const smoke = values.smoke
-  const number = (value: string | undefined, full: number, short: number) => {
+  const number = (name: string, value: string | undefined, full: number, short: number) => {
     const n = value === undefined ? (smoke ? short : full) : Number(value)
-    if (!Number.isInteger(n) || n < 1) throw new Error(`Expected a positive integer, got \`${value}\``)
+    if (!Number.isInteger(n) || n < 1) throw new Error(`Expected --${name} to be a positive integer, got \`${value}\``)
     return n
   }
   if (values.tool !== undefined && values.tool !== 'wrk' && values.tool !== 'autocannon') {
@@ -67,12 +67,12 @@ function parseSettings(argv: string[]): Settings {
   }
   return {
     smoke,
-    rounds: number(values.rounds, 7, 2),
-    seconds: number(values.seconds, 5, 1),
+    rounds: number('rounds', values.rounds, 7, 2),
+    seconds: number('seconds', values.seconds, 5, 1),
     warmupSeconds: smoke ? 1 : 5,
-    soakSeconds: number(values.soak, 60, 3),
-    spawns: number(values.spawns, 10, 3),
-    connections: number(values.connections, 50, 50),
+    soakSeconds: number('soak', values.soak, 60, 3),
+    spawns: number('spawns', values.spawns, 10, 3),
+    connections: number('connections', values.connections, 50, 50),
     tool: values.tool as Tool | undefined,
     service: values.service === undefined ? serviceMain : resolve(values.service),
     argv,
@@ -306,7 +306,13 @@ function readMachine(tool: Tool, pinned: boolean) {
 }
 
 async function main(): Promise<number> {
-  const settings = parseSettings(process.argv.slice(2))
+  let settings: Settings
+  try {
+    settings = parseSettings(process.argv.slice(2))
+  } catch (err) {
+    say(`bench: ${err instanceof Error ? err.message : String(err)}`)
+    return 1
+  }
   const tool = settings.tool ?? chooseTool(!settings.smoke, say)
   const pinned = availableParallelism() >= 2 && canPin()
   const dir = mkdtempSync(join(tmpdir(), 'kickstart-bench-'))
