@@ -15,28 +15,12 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { type Tool, canPin, chooseTool, runLoad, writeWrkScript } from './bench-load.ts'
-import { type Measurements, type Run, type Settings, printReport } from './bench-report.ts'
-import {
-  type HealthResponse,
-  type ServerOptions,
-  type ServerProcess,
-  countLogLines,
-  findFreePort,
-  readCPUSeconds,
-  readRSS,
-  readURL,
-  startServer,
-  stopServer,
-  waitForOK,
-} from './bench-servers.ts'
+import { type Tool, canPin, chooseTool, writeWrkScript } from './bench-load.ts'
+import { type Settings, printReport } from './bench-report.ts'
+import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './bench-runs.ts'
+import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, startServer, waitForOK } from './bench-servers.ts'
 
 const serviceMain = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
-const bareMain = fileURLToPath(new URL('bare-server.js', import.meta.url))
-const counter = new URL('bench-counter.js', import.meta.url).href
-
-// Headers node:http adds to every response by itself; the bare server gets them from node too.
-const nodeHeaders = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding'])
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`)
@@ -79,24 +63,6 @@ function parseSettings(argv: string[]): Settings {
   }
 }
 
-/** Context is what every measurement needs. */
-interface Context {
-  settings: Settings
-  tool: Tool
-  dir: string
-  wrkScript: string
-  serverCPU: number | undefined
-  loadCPU: number | undefined
-}
-
-/** checkExit throws unless the server stopped cleanly: exit 0, nothing on stderr. */
-async function checkExit(name: string, server: ServerProcess): Promise<void> {
-  const exit = await stopServer(server)
-  if (exit.code !== 0 || server.stderr() !== '') {
-    throw new Error(`${name} exited with code ${exit.code} signal ${exit.signal}; stderr:\n${server.stderr()}`)
-  }
-}
-
 /** timeSpawn starts a server and returns the milliseconds from spawn to its first 200, then stops it. */
 async function timeSpawn(name: string, options: ServerOptions, url: string): Promise<{ ms: number; response: HealthResponse }> {
   const started = performance.now()
@@ -124,18 +90,6 @@ function timeNodeStart(cpu: number | undefined): number {
   return performance.now() - started
 }
 
-/**
- * bareArgs returns the bare server's command-line arguments: the service's /health headers
- * (less node's own) and body, so both answer the same bytes.
- */
-function bareArgs(port: number, health: HealthResponse): string[] {
-  const headers: Record<string, string> = {}
-  for (const [name, value] of Object.entries(health.headers)) {
-    if (!nodeHeaders.has(name) && typeof value === 'string') headers[name] = value
-  }
-  return [String(port), JSON.stringify(headers), health.body]
-}
-
 /** measureSpawn times spawn to first 200 for the service and the bare server, alternating. */
 async function measureSpawn(ctx: Context) {
   const port = await findFreePort()
@@ -160,135 +114,8 @@ async function measureSpawn(ctx: Context) {
     bare.push((await timeSpawn('bare server', bareOptions, url)).ms)
     node.push(timeNodeStart(ctx.serverCPU))
   }
-  say(`spawn to first 200 (ms): service ${service.map(format).join(' ')}; bare ${bare.map(format).join(' ')}`)
+  say(`spawn to first 200 (ms): service ${service.map((ms) => ms.toFixed(1)).join(' ')}; bare ${bare.map((ms) => ms.toFixed(1)).join(' ')}`)
   return { health, spawn: { service, bare, node } }
-}
-
-/** Target is a running server and its port. */
-interface Target {
-  server: ServerProcess
-  port: number
-}
-
-/**
- * load runs the load generator against target for seconds, and adds the CPU time the server got
- * meanwhile: on this shared machine other processes take turns on the server's CPU, and a share
- * well under 1 says a round was disturbed.
- */
-async function load(ctx: Context, { server, port }: Target, seconds: number): Promise<Run> {
-  const url = `http://127.0.0.1:${port}/health`
-  const before = readCPUSeconds(server.pid)
-  const result = await runLoad({ tool: ctx.tool, url, connections: ctx.settings.connections, seconds, cpu: ctx.loadCPU, wrkScript: ctx.wrkScript })
-  const cpu = readCPUSeconds(server.pid) - before
-  return { ...result, cpuShare: cpu / seconds, perCPUSecond: result.requests / cpu }
-}
-
-/** soak loads the service for the soak's length while sampling its RSS every second. */
-async function soak(ctx: Context, target: Target): Promise<{ result: Run; rss: number[] }> {
-  const { server } = target
-  const rss = [readRSS(server.pid)]
-  const timer = setInterval(() => rss.push(readRSS(server.pid)), 1000)
-  try {
-    const result = await load(ctx, target, ctx.settings.soakSeconds)
-    rss.push(readRSS(server.pid))
-    return { result, rss }
-  } finally {
-    clearInterval(timer)
-  }
-}
-
-/**
- * measureLoad starts one service and one bare server, warms both up, runs interleaved rounds,
- * reads memory, soaks the service, stops both and checks the access-log count.
- */
-async function measureLoad(ctx: Context, health: HealthResponse, servers: Set<ServerProcess>) {
-  const [servicePort, barePort] = [await findFreePort(), await findFreePort()]
-  const serviceLog = join(ctx.dir, 'service.log')
-  const serviceCount = join(ctx.dir, 'service.count')
-  const service = startServer({
-    script: ctx.settings.service,
-    nodeArgs: ['--import', counter],
-    env: { PORT: String(servicePort), LOG_LEVEL: 'info', BENCH_COUNT_FILE: serviceCount },
-    stdoutFile: serviceLog,
-    cpu: ctx.serverCPU,
-  })
-  servers.add(service)
-  const bare = startServer({ script: bareMain, args: bareArgs(barePort, health), nodeArgs: ['--import', counter], cpu: ctx.serverCPU })
-  servers.add(bare)
-  await waitForOK(service, `http://127.0.0.1:${servicePort}/health`)
-  const bareHealth = await waitForOK(bare, `http://127.0.0.1:${barePort}/health`)
-  checkSameHeaders(await readURL(`http://127.0.0.1:${servicePort}/health`), bareHealth)
-  const rssIdle = { service: readRSS(service.pid), bare: readRSS(bare.pid) }
-  const onBare = (seconds: number) => load(ctx, { server: bare, port: barePort }, seconds)
-
-  // The service's load-tool requests, for the sanity check on the counter: 2 probes so far.
-  let served = 2
-  let runs = 0
-  const onService = async (seconds: number) => {
-    const result = await load(ctx, { server: service, port: servicePort }, seconds)
-    served += result.requests
-    runs++
-    return result
-  }
-  say(`warm-up: ${ctx.settings.warmupSeconds} s each`)
-  await onService(ctx.settings.warmupSeconds)
-  await onBare(ctx.settings.warmupSeconds)
-
-  const rounds: Measurements['rounds'] = []
-  for (let i = 1; i <= ctx.settings.rounds; i++) {
-    // Who goes first alternates (service, bare, bare, service, ...) so a drift in the machine's
-    // speed within a round does not always favour the same side.
-    const seconds = ctx.settings.seconds
-    const round =
-      i % 2 === 1
-        ? { service: await onService(seconds), bare: await onBare(seconds) }
-        : { bare: await onBare(seconds), service: await onService(seconds) }
-    rounds.push(round)
-    say(`round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}`)
-  }
-  const rssAfterLoad = { service: readRSS(service.pid), bare: readRSS(bare.pid) }
-
-  say(`soak: ${ctx.settings.soakSeconds} s on the service`)
-  const soaked = await soak(ctx, { server: service, port: servicePort })
-  served += soaked.result.requests
-  runs++
-
-  await checkExit('service', service)
-  await checkExit('bare server', bare)
-  const logCount = await checkLogCount(serviceLog, serviceCount, served, runs * ctx.settings.connections)
-  return { rounds, rssIdle, rssAfterLoad, soak: { rss: soaked.rss, rps: soaked.result.rps }, logCount }
-}
-
-/** checkSameHeaders throws unless the bare server answers with the service's header names and body length. */
-function checkSameHeaders(service: HealthResponse, bare: HealthResponse): void {
-  const names = (res: HealthResponse) => Object.keys(res.headers).sort().join(', ')
-  if (names(service) !== names(bare)) throw new Error(`header names differ: service ${names(service)}; bare ${names(bare)}`)
-  if (Math.abs(service.body.length - bare.body.length) > 16) throw new Error('the bare body is not the service body')
-}
-
-/**
- * checkLogCount compares the access-log lines in the service's stdout with the requests node:http
- * counted (bench-counter.ts), and throws when they differ. The load tools' own totals only bound
- * the count: each run leaves up to one request per connection unanswered at its end.
- */
-async function checkLogCount(logFile: string, countFile: string, answered: number, unanswered: number) {
-  const received = Number(readFileSync(countFile, 'utf8'))
-  const lines = await countLogLines(logFile)
-  say(`access-log lines: ${lines.requests}; requests received: ${received}; answered to the load tool: ${answered}`)
-  if (lines.invalid > 0) throw new Error(`${lines.invalid} log lines are not JSON: torn or interleaved writes`)
-  if (lines.requests !== received) {
-    throw new Error(`the service received ${received} requests but wrote ${lines.requests} access-log lines (log: ${logFile})`)
-  }
-  // If the counter missed requests (say a future node stops publishing the channel), both counts
-  // could agree on too little; the load tool's total catches that.
-  if (received < answered || received > answered + unanswered) {
-    throw new Error(`the counter says ${received} requests, but the load tool had ${answered} answered (+ up to ${unanswered} in flight)`)
-  }
-  return { lines: lines.requests, received, answered }
-}
-
-function format(n: number): string {
-  return n >= 100 ? n.toFixed(0) : n.toFixed(1)
 }
 
 function readMachine(tool: Tool, pinned: boolean) {
@@ -316,6 +143,7 @@ async function main(): Promise<number> {
   const tool = settings.tool ?? chooseTool(!settings.smoke, say)
   const pinned = availableParallelism() >= 2 && canPin()
   const dir = mkdtempSync(join(tmpdir(), 'kickstart-bench-'))
+  const servers = new Set<ServerProcess>()
   const ctx: Context = {
     settings,
     tool,
@@ -323,14 +151,17 @@ async function main(): Promise<number> {
     wrkScript: writeWrkScript(dir),
     serverCPU: pinned ? 0 : undefined,
     loadCPU: pinned ? 1 : undefined,
+    say,
+    servers,
   }
   const machine = readMachine(tool, pinned)
   say(`bench${settings.smoke ? ' (smoke)' : ''}: ${tool}, ${pinned ? 'servers on CPU 0, load on CPU 1' : 'not pinned'}, ${settings.rounds} rounds of ${settings.seconds} s`)
-  const servers = new Set<ServerProcess>()
   try {
     const { health, spawn } = await measureSpawn(ctx)
-    const loaded = await measureLoad(ctx, health, servers)
-    const passed = printReport({ machine, settings, spawn, ...loaded }, say)
+    const rounds = await measureRounds(ctx, health)
+    const soaked = await measureSoak(ctx)
+    const logChecks = [rounds.logCheck, soaked.logCheck]
+    const passed = printReport({ machine, settings, spawn, ...rounds, soak: soaked.soak, logChecks }, say)
     rmSync(dir, { recursive: true, force: true })
     return settings.smoke || passed ? 0 : 2
   } catch (err) {
