@@ -27,6 +27,8 @@ export interface LoadOptions {
 export interface LoadResult {
   /** requests counts the responses received in full. */
   requests: number
+  /** seconds is how long the tool says it ran (wrk's -d1s runs 1.1 s). */
+  seconds: number
   rps: number
   p50Ms: number
   p99Ms: number
@@ -80,7 +82,8 @@ function parseWrk(stdout: string): { result: LoadResult; failures: string } {
   if (line === undefined) throw new Error(`wrk printed no report:\n${stdout}`)
   const r = JSON.parse(line) as WrkReport
   const failures = r.socketErrors + r.badStatus > 0 ? `${r.socketErrors} socket errors, ${r.badStatus} non-2xx/3xx responses` : ''
-  const result = { requests: r.requests, rps: r.requests / (r.durationUs / 1e6), p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000 }
+  const seconds = r.durationUs / 1e6
+  const result = { requests: r.requests, seconds, rps: r.requests / seconds, p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000 }
   return { result, failures }
 }
 
@@ -102,7 +105,7 @@ function parseAutocannon(stdout: string): { result: LoadResult; failures: string
   const r = JSON.parse(stdout) as AutocannonReport
   const failures = r.errors + r.timeouts + r.non2xx > 0 ? `${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx responses` : ''
   // autocannon records latency in whole milliseconds, so its p50 and p99 are coarse.
-  const result = { requests: r.requests.total, rps: r.requests.total / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99 }
+  const result = { requests: r.requests.total, seconds: r.duration, rps: r.requests.total / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99 }
   return { result, failures }
 }
 

@@ -4,7 +4,7 @@
 //
 //   npm run bench:profile                      10 s of load, top 25 functions
 //   npm run bench:profile -- --seconds 20 --top 40 --service x.js
-import { readdirSync, readFileSync, mkdtempSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -103,6 +103,7 @@ async function main(): Promise<number> {
   } finally {
     await stopServer(service)
   }
+  rmSync(join(dir, 'service.log')) // hundreds of MiB of access lines, no longer needed
   const file = readdirSync(dir).find((name) => name.endsWith('.cpuprofile'))
   if (file === undefined) {
     say(`FAIL: no .cpuprofile in ${dir}; stderr: ${service.stderr()}`)

@@ -129,12 +129,16 @@ const columns: [string, (r: Round) => number, number][] = [
 function printRounds(m: Measurements, say: (line: string) => void) {
   say(`| round | ${columns.map(([heading]) => heading).join(' | ')} |`)
   say(`| ---: | ${columns.map(() => '---:').join(' | ')} |`)
-  m.rounds.forEach((round, i) => say(`| ${i + 1} | ${columns.map(([, pick, digits]) => fixed(pick(round), digits)).join(' | ')} |`))
+  const isDisturbed = (r: Round) => Math.min(r.service.cpuShare, r.bare.cpuShare) < 0.9
+  m.rounds.forEach((round, i) => {
+    const label = `${i + 1}${isDisturbed(round) ? '*' : ''}`
+    say(`| ${label} | ${columns.map(([, pick, digits]) => fixed(pick(round), digits)).join(' | ')} |`)
+  })
   const medianOf = (pick: (r: Round) => number) => median(m.rounds.map(pick).filter(Number.isFinite))
   say(`| median | ${columns.map(([, pick, digits]) => fixed(medianOf(pick), digits)).join(' | ')} |`)
   const throughput = m.rounds.map((r) => ratio(r.service.rps, r.bare.rps))
-  const disturbed = m.rounds.filter((r) => Math.min(r.service.cpuShare, r.bare.cpuShare) < 0.9).length
-  if (disturbed > 0) say(`\n${disturbed} of ${m.rounds.length} rounds gave a server under 0.9 of its CPU: other processes took turns on it`)
+  const disturbed = m.rounds.filter(isDisturbed).length
+  if (disturbed > 0) say(`\n*: ${disturbed} of ${m.rounds.length} rounds gave a server under 0.9 of its CPU: other processes took turns on it, or the load generator could not keep it busy`)
   return {
     rps: median(throughput),
     min: Math.min(...throughput),
