@@ -59,12 +59,13 @@ export function median(values: number[]): number {
 
 /**
  * soakGrowth is how far memory rose over the soak: the lowest sample of its last third minus the
- * lowest of its first third. The floor, because between collections the heap (and with it RSS)
- * climbs and drops by tens of MiB; what a leak raises is the level it drops back to.
+ * lowest of its middle third. The floor, because between collections the heap (and with it RSS)
+ * climbs and drops by tens of MiB, and what a leak raises is the level it drops back to. Not the
+ * first third: a fresh process's RSS still rises for a few seconds after its warm-up.
  */
 export function soakGrowth(samples: number[]): number {
   const third = Math.max(1, Math.floor(samples.length / 3))
-  return Math.min(...samples.slice(-third)) - Math.min(...samples.slice(0, third))
+  return Math.min(...samples.slice(-third)) - Math.min(...samples.slice(-2 * third, -third))
 }
 
 function ratio(a: number, b: number): number {

@@ -234,6 +234,8 @@ export async function measureSoak(ctx: Context): Promise<{ soak: Measurements['s
   const result = await run
   const logCheck = await stopService(ctx, service)
   const heap = samples.map((s) => s.heap)
+  ctx.say(`soak RSS, MiB, every second: ${samples.map((s) => s.rss.toFixed(0)).join(' ')}`)
+  ctx.say(`soak heap used, MiB, every second: ${heap.map((h) => (h === undefined ? '-' : h.toFixed(0))).join(' ')}`)
   return {
     soak: { rss: samples.map((s) => s.rss), heap: heap.every((h) => h !== undefined) ? heap : undefined, rps: result.rps },
     logCheck,
