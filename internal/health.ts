@@ -16,15 +16,18 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
     startedAt: startedAt.toISOString(),
     build: { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty },
   }).slice(0, -1)
+  // Only the uptime changes, and only every millisecond: under load, requests share one body.
+  let lastMs = -1
+  let body = ''
+  let headers = {}
   return (_req, res) => {
     const ms = Date.now() - started
-    const body = `${head},"uptime":"${formatDuration(ms)}","uptimeSeconds":${ms / 1000}}`
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-    })
-    res.end(body)
+    if (ms !== lastMs) {
+      lastMs = ms
+      body = `${head},"uptime":"${formatDuration(ms)}","uptimeSeconds":${ms / 1000}}`
+      headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' }
+    }
+    res.writeHead(200, headers).end(body)
   }
 }
 

@@ -1,5 +1,4 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
@@ -9,7 +8,7 @@ import { type Logger, newAccessLog } from './log.ts'
 import { sendProblem } from './problem.ts'
 import { TrackedResponse } from './response.ts'
 import type { Handler, Routes } from './routes.ts'
-import { formatTraceparent, newIdSource, parseTraceparent } from './trace.ts'
+import { newIdSource, parseTraceparent } from './trace.ts'
 
 /** ServerDeps is what newServer needs. */
 export interface ServerDeps {
@@ -38,8 +37,6 @@ export interface HTTPServer {
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/
-// The headers every response carries; an error answer keeps them and drops what the handler set.
-const keptOnError = new Set(['x-request-id', 'traceparent', 'x-content-type-options'])
 const absoluteForm = /^https?:\/\/[^/?#]*/i
 // How long the drain waits for just-accepted connections to send their request, and for ended
 // responses to reach the kernel, before closing idle connections.
@@ -47,8 +44,7 @@ const settleGraceMs = 1000
 
 /**
  * newServer returns the HTTP server: it routes each request by exact path and method, answers
- * 404, 405 and malformed requests itself, stamps a request id and `X-Content-Type-Options` on every
- * response, turns whatever a handler throws into a logged 500, and writes one access-log line per
+ * 404, 405 and malformed requests itself, gives every request its ids (request id, trace context), turns whatever a handler throws into a logged 500, and writes one access-log line per
  * request. Its timeouts and size limits come from config.
  */
 export function newServer({ log, routes, context, config }: ServerDeps): HTTPServer {
@@ -74,22 +70,18 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
       if (!res.writableEnded) res.destroy() // a half-sent response must not look complete
       return
     }
-    for (const name of res.getHeaderNames()) {
-      if (!keptOnError.has(name)) res.removeHeader(name)
-    }
+    for (const name of res.getHeaderNames()) res.removeHeader(name) // the 500 keeps none of the handler's
     sendProblem(res, 500, 'The server could not complete the request.')
   }
 
   function onRequest(req: IncomingMessage, res: TrackedResponse) {
     inflight.add(res)
     res.on('close', onClose)
-    const id = req.headers['x-request-id']
-    res.requestId = typeof id === 'string' && requestIdPattern.test(id) ? id : randomUUID()
     const parent = parseTraceparent(req.headers.traceparent)
     res.trace = { traceId: parent?.traceId ?? ids.traceId(), spanId: ids.spanId(), flags: parent?.flags ?? '00' }
-    res.setHeader('x-request-id', res.requestId)
-    res.setHeader('traceparent', formatTraceparent(res.trace))
-    res.setHeader('x-content-type-options', 'nosniff')
+    // Without a usable X-Request-Id the span id serves: unique per request, and already made.
+    const id = req.headers['x-request-id']
+    res.requestId = typeof id === 'string' && requestIdPattern.test(id) ? id : res.trace.spanId
     if (draining) res.shouldKeepAlive = false
     context.run(res, dispatch, req, res)
   }

@@ -8,11 +8,12 @@ import { startService } from './service.ts'
 const dist = new URL('../', import.meta.url)
 const pkg = JSON.parse(readFileSync(new URL('../package.json', dist), 'utf8')) as { name: string; version: string }
 const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
-const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+const spanId = /^[0-9a-f]{16}$/
 
 function assertCommonHeaders(res: Response) {
   assert.equal(res.headers.get('x-content-type-options'), 'nosniff')
-  assert.match(res.headers.get('x-request-id') ?? '', uuid)
+  assert.match(res.headers.get('x-request-id') ?? '', spanId)
+  assert.equal(res.headers.get('traceparent')?.split('-')[2], res.headers.get('x-request-id'), 'a generated id is the span id')
   assert.equal(res.headers.get('server'), null)
   assert.equal(res.headers.get('x-powered-by'), null)
 }
@@ -169,6 +170,50 @@ describe('routing', () => {
   })
 })
 
+describe('common headers', () => {
+  it('reach every response, however the handler writes its headers', async (t) => {
+    const service = await startService(t, {}, (deps) => ({
+      ...newRoutes(deps),
+      '/object': { GET: (_req, res) => void res.writeHead(201, { 'content-type': 'text/plain' }).end('a') },
+      '/reason': { GET: (_req, res) => void res.writeHead(202, 'Fine', { 'content-type': 'text/plain' }).end('b') },
+      '/array': { GET: (_req, res) => void res.writeHead(203, ['content-type', 'text/plain']).end('c') },
+      '/implicit': {
+        GET: (_req, res) => {
+          res.setHeader('content-type', 'text/plain')
+          res.end('d')
+        },
+      },
+      '/mixed': {
+        GET: (_req, res) => {
+          res.setHeader('x-extra', '1')
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('e')
+        },
+      },
+      '/stream': {
+        GET: (_req, res) => {
+          res.write('f')
+          res.end()
+        },
+      },
+    }))
+    for (const [path, status, body] of [
+      ['/object', 201, 'a'],
+      ['/reason', 202, 'b'],
+      ['/array', 203, 'c'],
+      ['/implicit', 200, 'd'],
+      ['/mixed', 200, 'e'],
+      ['/stream', 200, 'f'],
+    ] as const) {
+      const res = await fetch(`${service.url}${path}`)
+      assert.equal(res.status, status, path)
+      assert.equal(await res.text(), body)
+      assertCommonHeaders(res)
+      if (path !== '/stream') assert.equal(res.headers.get('content-type'), 'text/plain', path)
+      if (path === '/mixed') assert.equal(res.headers.get('x-extra'), '1')
+    }
+  })
+})
+
 describe('request id', () => {
   it('echoes a sane X-Request-Id and generates one otherwise', async (t) => {
     const service = await startService(t)
@@ -186,7 +231,7 @@ describe('request id', () => {
       await res.body?.cancel()
       const id = res.headers.get('x-request-id') ?? ''
       if (echoed) assert.equal(id, sent)
-      else assert.match(id, uuid, `generated for ${JSON.stringify(sent)}`)
+      else assert.match(id, spanId, `generated for ${JSON.stringify(sent)}`)
       const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === id)
       assert.equal(line.path, '/ready')
     }

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { request } from 'node:http'
 import { describe, it } from 'node:test'
-import { newAccessLog, newLogger } from '../internal/log.ts'
+import { newAccessLog, newLogger, newLogOutput } from '../internal/log.ts'
 import type { TrackedResponse } from '../internal/response.ts'
 import { newRoutes } from '../internal/routes.ts'
 import { exchange } from './raw.ts'
@@ -15,6 +19,27 @@ function assertBaseFields(line: LogLine) {
   assert.equal(typeof line.version, 'string')
   assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(line.level))
 }
+
+describe('newLogOutput', () => {
+  it('writes the lines of one event-loop turn together at its end, and flushSync at once', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'log-output-'))
+    const file = join(dir, 'out.log')
+    const fd = openSync(file, 'w')
+    t.after(() => {
+      closeSync(fd)
+      rmSync(dir, { recursive: true })
+    })
+    const output = newLogOutput(fd)
+    output.write('one\n')
+    output.write('two\n')
+    assert.equal(readFileSync(file, 'utf8'), '', 'nothing written within the turn')
+    await nextTurn()
+    assert.equal(readFileSync(file, 'utf8'), 'one\ntwo\n')
+    output.write('three\n')
+    output.flushSync()
+    assert.equal(readFileSync(file, 'utf8'), 'one\ntwo\nthree\n', 'flushSync writes what is pending')
+  })
+})
 
 describe('logs', () => {
   it('start with a listening line naming address, port, version and commit', async (t) => {
