@@ -24,6 +24,9 @@ export class TrackedResponse extends ServerResponse {
   path = ''
   /** trace is the request's W3C trace context. */
   trace: TraceContext = noTrace
+  /** prevInflight and nextInflight link the responses in flight (internal/inflight.ts). */
+  prevInflight: TrackedResponse | undefined = undefined
+  nextInflight: TrackedResponse | undefined = undefined
   #written = 0
 
   /** logFields returns the ids every log line of this request carries. */

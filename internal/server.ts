@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
 import { handleClientError, handleConnect, newLogLimiter } from './client-error.ts'
 import type { Config } from './config.ts'
+import { type Inflight, newInflight } from './inflight.ts'
 import { type Logger, newAccessLog } from './log.ts'
 import { sendProblem } from './problem.ts'
 import { TrackedResponse } from './response.ts'
@@ -23,7 +24,7 @@ export interface ServerDeps {
 export interface HTTPServer {
   readonly server: Server<typeof IncomingMessage, typeof TrackedResponse>
   /** inflight holds the responses not yet finished or aborted. */
-  readonly inflight: ReadonlySet<TrackedResponse>
+  readonly inflight: Pick<Inflight, 'size' | typeof Symbol.iterator>
   /** drain makes every response from now on, in flight or not yet arrived, carry `Connection: close`. */
   drain(): void
   /**
@@ -51,7 +52,7 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
   const table = compileRoutes(routes)
   const ids = newIdSource()
   const logAccess = newAccessLog(log)
-  const inflight = new Set<TrackedResponse>()
+  const inflight = newInflight()
   let draining = false
   let closing = false
 
