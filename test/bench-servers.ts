@@ -54,8 +54,9 @@ export function startServer(options: ServerOptions): ServerProcess {
     options.cpu === undefined ? [process.execPath, nodeArgs] : ['taskset', ['-c', String(options.cpu), process.execPath, ...nodeArgs]]
   const stdout = options.stdoutFile === undefined ? 'ignore' : openSync(options.stdoutFile, 'w')
   const child = spawn(command, args, {
-    // PATH alone, so nothing inherited changes start-up (NODE_EXTRA_CA_CERTS costs node 30 ms here).
-    env: { PATH: process.env.PATH ?? '', ...options.env },
+    // PATH alone, so nothing inherited changes start-up (NODE_EXTRA_CA_CERTS costs node 30 ms here),
+    // and NODE_OPTIONS when set, to measure the flags the image runs with (Dockerfile).
+    env: { PATH: process.env.PATH ?? '', ...nodeOptions(), ...options.env },
     stdio: ['ignore', stdout, 'pipe'],
   })
   if (typeof stdout === 'number') closeSync(stdout) // the child holds its own copy
@@ -171,4 +172,10 @@ export async function findFreePort(): Promise<number> {
   await once(server, 'close')
   if (address === null || typeof address === 'string') throw new Error('no port from the kernel')
   return address.port
+}
+
+/** nodeOptions passes the bench's own NODE_OPTIONS on to the servers it starts, when it has any. */
+export function nodeOptions(): { NODE_OPTIONS?: string } {
+  const value = process.env.NODE_OPTIONS
+  return value ? { NODE_OPTIONS: value } : {}
 }

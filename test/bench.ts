@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util'
 import { type Tool, canPin, chooseTool, writeWrkScript } from './bench-load.ts'
 import { type Settings, printReport } from './bench-report.ts'
 import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './bench-runs.ts'
-import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, startServer, waitForOK } from './bench-servers.ts'
+import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, nodeOptions, startServer, waitForOK } from './bench-servers.ts'
 
 const serviceMain = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
 
@@ -82,7 +82,7 @@ async function timeSpawn(name: string, options: ServerOptions, url: string): Pro
  */
 function timeNodeStart(cpu: number | undefined): number {
   const args = ['-e', '0']
-  const options = { env: { PATH: process.env.PATH ?? '' } }
+  const options = { env: { PATH: process.env.PATH ?? '', ...nodeOptions() } }
   const started = performance.now()
   const result =
     cpu === undefined ? spawnSync(process.execPath, args, options) : spawnSync('taskset', ['-c', String(cpu), process.execPath, ...args], options)
