@@ -45,8 +45,10 @@ const settleGraceMs = 1000
 
 /**
  * newServer returns the HTTP server: it routes each request by exact path and method, answers
- * 404, 405 and malformed requests itself, gives every request its ids (request id, trace context), turns whatever a handler throws into a logged 500, and writes one access-log line per
- * request. Its timeouts and size limits come from config.
+ * 404, 405 and malformed requests itself, gives every request its ids (request id, trace
+ * context), runs its handler in the request context the logger reads, turns whatever a handler
+ * throws into a logged 500, and writes one access-log line per request. Its timeouts and size
+ * limits come from config.
  */
 export function newServer({ log, routes, context, config }: ServerDeps): HTTPServer {
   const table = compileRoutes(routes)
