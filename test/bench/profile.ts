@@ -1,4 +1,4 @@
-// bench-profile runs the built service under `node --cpu-prof` while the load generator drives
+// profile runs the built service under `node --cpu-prof` while the load generator drives
 // /health, then lists the functions with the most self time: where the per-request cost hides.
 // The .cpuprofile stays on disk for Chrome DevTools (Performance > Load profile).
 //
@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os'
 import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { type Tool, canPin, chooseTool, runLoad, writeWrkScript } from './bench-load.ts'
-import { findFreePort, startServer, stopServer, waitForOK } from './bench-servers.ts'
+import { type Tool, canPin, chooseTool, runLoad, writeWrkScript } from './load.ts'
+import { findFreePort, startServer, stopServer, waitForOK } from './servers.ts'
 
-const serviceMain = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
-const root = fileURLToPath(new URL('../../', import.meta.url))
+const serviceMain = fileURLToPath(new URL('../../cmd/server/main.js', import.meta.url))
+const root = fileURLToPath(new URL('../../../', import.meta.url))
 
 /** CPUProfile is the part of V8's profile format (Profiler.Profile) this file reads. */
 interface CPUProfile {

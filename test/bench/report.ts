@@ -1,7 +1,7 @@
 // The benchmark's report: medians, same-round ratios, the targets, printed as Markdown
 // tables ready to paste into BENCHMARKS.md.
 import { relative } from 'node:path'
-import type { LoadResult, Tool } from './bench-load.ts'
+import type { LoadResult, Tool } from './load.ts'
 
 /** Run is one load run on one server: what the load tool measured, and the CPU the server got. */
 export interface Run extends LoadResult {

@@ -1,4 +1,4 @@
-// bench-counter is preloaded (`node --import`) into the servers the benchmark loads. It counts the
+// counter is preloaded (`node --import`) into the servers the benchmark loads. It counts the
 // requests node:http received, through diagnostics_channel so the measured code stays untouched,
 // and writes the count to the file named by BENCH_COUNT_FILE when the process exits. The bench
 // checks that the service wrote exactly one access-log line per request counted here: wrk's own

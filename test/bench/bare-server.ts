@@ -17,7 +17,7 @@ const server = createServer((_req, res) => {
 server.listen(Number(port))
 
 // Stop like the service does on SIGTERM: no new connections, idle ones closed, then exit 0 once the
-// event loop is empty (bench-counter writes its count on 'exit').
+// event loop is empty (counter.ts writes its count on 'exit').
 process.once('SIGTERM', () => {
   server.close()
   server.closeIdleConnections()

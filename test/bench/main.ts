@@ -15,12 +15,12 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { type Tool, canPin, chooseTool, writeWrkScript } from './bench-load.ts'
-import { type Settings, printReport } from './bench-report.ts'
-import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './bench-runs.ts'
-import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, nodeOptions, startServer, waitForOK } from './bench-servers.ts'
+import { type Tool, canPin, chooseTool, writeWrkScript } from './load.ts'
+import { type Settings, printReport } from './report.ts'
+import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './runs.ts'
+import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, nodeOptions, startServer, waitForOK } from './servers.ts'
 
-const serviceMain = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
+const serviceMain = fileURLToPath(new URL('../../cmd/server/main.js', import.meta.url))
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`)
@@ -120,7 +120,7 @@ async function measureSpawn(ctx: Context) {
 
 function readMachine(tool: Tool, pinned: boolean) {
   const model = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown'
-  const build = JSON.parse(readFileSync(new URL('../build-info.json', import.meta.url), 'utf8')) as { commit: string | null; dirty: boolean | null }
+  const build = JSON.parse(readFileSync(new URL('../../build-info.json', import.meta.url), 'utf8')) as { commit: string | null; dirty: boolean | null }
   const toolVersion = tool === 'wrk' ? (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'wrk') : 'autocannon'
   return {
     cpu: `${model}, ${availableParallelism()} cores`,

@@ -5,8 +5,8 @@ import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { type Tool, runLoad } from './bench-load.ts'
-import type { LogCheck, Measurements, Run, Settings } from './bench-report.ts'
+import { type Tool, runLoad } from './load.ts'
+import type { LogCheck, Measurements, Run, Settings } from './report.ts'
 import {
   type HealthResponse,
   type ServerOptions,
@@ -19,7 +19,7 @@ import {
   startServer,
   stopServer,
   waitForOK,
-} from './bench-servers.ts'
+} from './servers.ts'
 
 /** Context is what every measurement needs. */
 export interface Context {
@@ -35,7 +35,7 @@ export interface Context {
 }
 
 export const bareMain = fileURLToPath(new URL('bare-server.js', import.meta.url))
-const counter = new URL('bench-counter.js', import.meta.url).href
+const counter = new URL('counter.js', import.meta.url).href
 
 // Headers node:http adds to every response by itself; the bare server gets them from node too.
 const nodeHeaders = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding'])
@@ -82,7 +82,7 @@ async function load(ctx: Context, { server, port }: Target, seconds: number): Pr
 }
 
 /**
- * CountedService is a service process started with bench-counter.ts preloaded, with the requests
+ * CountedService is a service process started with counter.ts preloaded, with the requests
  * the bench knows were answered (load tools' totals, probes) and how many load runs it took.
  */
 interface CountedService extends Target {
@@ -119,7 +119,7 @@ async function loadService(ctx: Context, service: CountedService, seconds: numbe
 
 /**
  * stopService stops the service and compares the access-log lines in its stdout with the requests
- * node:http counted (bench-counter.ts); it throws when they differ. The load tools' own totals only
+ * node:http counted (counter.ts); it throws when they differ. The load tools' own totals only
  * bound the count: each run leaves up to one request per connection unanswered at its end.
  */
 async function stopService(ctx: Context, service: CountedService): Promise<LogCheck> {
