@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from './log.ts'
@@ -65,7 +64,7 @@ export function newLogLimiter(limit: number, windowMs: number, now = () => perfo
  * quietly; the rest are logged, one line each, through limiter so a flood cannot flood the logs.
  * It never throws.
  */
-export function handleClientError(log: Logger, limiter: LogLimiter) {
+export function handleClientError(log: Logger, limiter: LogLimiter, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
       socket.destroy()
@@ -77,7 +76,7 @@ export function handleClientError(log: Logger, limiter: LogLimiter) {
     // answer. After a complete response, the error answer can follow it.
     const current = (socket as Duplex & { _httpMessage?: { headersSent: boolean; writableEnded: boolean } | null })
       ._httpMessage
-    const requestId = randomUUID()
+    const requestId = newId()
     if (current?.headersSent && !current.writableEnded) socket.destroy()
     else socket.end(rawProblem(status, requestId))
     // A client that closes in the middle of its request went away; like a reset, that is not news.
@@ -87,9 +86,9 @@ export function handleClientError(log: Logger, limiter: LogLimiter) {
 }
 
 /** handleConnect refuses CONNECT, which Node hands to a separate event instead of the router. */
-export function handleConnect(log: Logger, limiter: LogLimiter) {
+export function handleConnect(log: Logger, limiter: LogLimiter, newId: () => string) {
   return (_req: unknown, socket: Duplex): void => {
-    const requestId = randomUUID()
+    const requestId = newId()
     socket.end(rawProblem(405, requestId, 'Allow: GET, HEAD\r\n'))
     logRejected(log, limiter, socket, { status: 405, code: 'CONNECT', requestId })
   }

@@ -37,8 +37,9 @@ export function newLogger(
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: redactPaths, censor: '[REDACTED]' },
-      // pino merges the call's fields into what mixin returns, so it must be a new object each time.
-      mixin: context && (() => ({ ...context.getStore()?.logFields })),
+      // pino merges the call's fields into what mixin returns, so it must be a new object each
+      // time: logFields builds one per call.
+      mixin: context && (() => context.getStore()?.logFields ?? {}),
     },
     stream,
   )

@@ -136,7 +136,7 @@ async function drain(
   const closed = await Promise.race([http.close().then(() => true), timedOut])
   clearTimeout(timer)
   if (!closed) {
-    const connections = await new Promise<number>((resolve) => http.server.getConnections((_, n) => resolve(n)))
+    const connections = await http.connections()
     log.error(
       {
         connections,

@@ -33,6 +33,8 @@ export interface HTTPServer {
    * is gone; bound it with a timeout.
    */
   close(): Promise<void>
+  /** connections resolves with the number of open connections. */
+  connections(): Promise<number>
   /** destroy stops listening and cuts every remaining connection, for when the drain is cut short. */
   destroy(): void
 }
@@ -139,8 +141,8 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
     socket.once('close', () => sockets.delete(socket))
   })
   const limiter = newLogLimiter(10, 1000)
-  server.on('clientError', handleClientError(log, limiter))
-  server.on('connect', handleConnect(log, limiter))
+  server.on('clientError', handleClientError(log, limiter, ids.spanId))
+  server.on('connect', handleConnect(log, limiter, ids.spanId))
 
   return {
     server,
@@ -173,6 +175,9 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
       server.close() // lets Node release its own connection tracking
       const dropped = limiter.dropped()
       if (dropped > 0) log.warn({ dropped }, 'malformed requests left out of the log')
+    },
+    connections() {
+      return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)))
     },
     destroy() {
       closing = true

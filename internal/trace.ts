@@ -44,7 +44,7 @@ export function formatTraceparent(trace: TraceContext): string {
  * newIdSource returns generators of random trace ids (16 bytes) and span ids (8 bytes) as hex.
  * They draw from a pool refilled 4 KiB at a time, so an id costs a slice, not a system call.
  */
-export function newIdSource(): { traceId(): string; spanId(): string } {
+export function newIdSource(): { traceId: () => string; spanId: () => string } {
   const pool = Buffer.alloc(4096)
   let offset = pool.length
   function next(bytes: number): string {

@@ -1,4 +1,3 @@
-import type { Server } from 'node:net'
 import { type EventLoopUtilization, type IntervalHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
 import type { BuildInfo } from './build-info.ts'
@@ -57,7 +56,7 @@ export function handleVars(deps: VarsDeps): Handler {
   const first = performance.eventLoopUtilization()
   let last = first
   return async (_req, res) => {
-    const connections = await countConnections(deps.main.server)
+    const connections = await deps.main.connections()
     const now = performance.eventLoopUtilization()
     const body = JSON.stringify({
       ...fixed,
@@ -82,10 +81,6 @@ export function handleVars(deps: VarsDeps): Handler {
     })
     res.end(body)
   }
-}
-
-function countConnections(server: Server): Promise<number> {
-  return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)))
 }
 
 const resolutionMs = 10
