@@ -84,7 +84,11 @@ export function parseConfig(env: Env): ConfigResult {
     keepAliveTimeoutMs: read('KEEP_ALIVE_TIMEOUT', parsePositiveDuration, positiveDurationExpected),
     maxHeaderBytes: read('MAX_HEADER_SIZE', parseSize, sizeExpected),
     maxBodyBytes: read('MAX_BODY_SIZE', parseSize, sizeExpected),
-    debugAddr: read('DEBUG_ADDR', parseDebugAddr, 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)'),
+    debugAddr: read(
+      'DEBUG_ADDR',
+      parseDebugAddr,
+      'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)',
+    ),
   }
   // Node refuses a headers timeout longer than the request timeout; say so in our words.
   if (config.headersTimeoutMs > config.requestTimeoutMs) {

@@ -25,7 +25,11 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
     if (ms !== lastMs) {
       lastMs = ms
       body = `${head},"uptime":"${formatDuration(ms)}","uptimeSeconds":${ms / 1000}}`
-      headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' }
+      headers = {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      }
     }
     res.writeHead(200, headers).end(body)
   }

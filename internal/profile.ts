@@ -85,7 +85,11 @@ export function handleHeapProfile(deps: ProfileDeps): Handler {
     }
     if (sampling === '0') {
       if (query.has('seconds')) {
-        return sendProblem(res, 400, 'A heap snapshot takes no `seconds`; add `sampling=1` for a sampling heap profile.')
+        return sendProblem(
+          res,
+          400,
+          'A heap snapshot takes no `seconds`; add `sampling=1` for a sampling heap profile.',
+        )
       }
       return runProfile(deps, req, res, { profile: 'heap' }, 'heapsnapshot', (session, _, headers) =>
         sendHeapSnapshot(deps.log, session, res, headers),
@@ -93,13 +97,20 @@ export function handleHeapProfile(deps: ProfileDeps): Handler {
     }
     const seconds = parseSeconds(query.get('seconds'))
     if (typeof seconds === 'string') return sendProblem(res, 400, seconds)
-    await runProfile(deps, req, res, { profile: 'heap-sampling', seconds }, 'heapprofile', async (session, abandoned, headers) => {
-      await session.post('HeapProfiler.enable')
-      await session.post('HeapProfiler.startSampling')
-      await wait(seconds * 1000, abandoned)
-      if (abandoned.aborted) return
-      sendJSON(res, headers, (await session.post('HeapProfiler.stopSampling')).profile)
-    })
+    await runProfile(
+      deps,
+      req,
+      res,
+      { profile: 'heap-sampling', seconds },
+      'heapprofile',
+      async (session, abandoned, headers) => {
+        await session.post('HeapProfiler.enable')
+        await session.post('HeapProfiler.startSampling')
+        await wait(seconds * 1000, abandoned)
+        if (abandoned.aborted) return
+        sendJSON(res, headers, (await session.post('HeapProfiler.stopSampling')).profile)
+      },
+    )
   }
 }
 
@@ -126,7 +137,12 @@ async function runProfile(
   }
   const job = deps.lock.run(async () => {
     const started = performance.now()
-    const fields = { ...what, requestId: res.requestId, remoteAddr: req.socket.remoteAddress, userAgent: req.headers['user-agent'] }
+    const fields = {
+      ...what,
+      requestId: res.requestId,
+      remoteAddr: req.socket.remoteAddress,
+      userAgent: req.headers['user-agent'],
+    }
     deps.log.info(fields, 'profile started')
     const abandon = new AbortController()
     const onAbandon = () => abandon.abort()
@@ -165,7 +181,10 @@ async function sendHeapSnapshot(log: Logger, session: Session, res: TrackedRespo
   try {
     dir = await mkdtemp(join(tmpdir(), 'heapsnapshot-'))
   } catch (err) {
-    log.warn({ tmpdir: tmpdir(), code: (err as NodeJS.ErrnoException).code }, 'no writable temp directory: heap snapshot queued in memory')
+    log.warn(
+      { tmpdir: tmpdir(), code: (err as NodeJS.ErrnoException).code },
+      'no writable temp directory: heap snapshot queued in memory',
+    )
   }
   if (dir === undefined) {
     res.writeHead(200, headers)

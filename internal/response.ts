@@ -86,7 +86,8 @@ export class TrackedResponse extends ServerResponse {
 
   override end(chunk?: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): this {
     // end() writes its chunk through Node's internal write, not this.write, so it is counted once.
-    if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed) this.#written += byteLength(chunk, encoding)
+    if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed)
+      this.#written += byteLength(chunk, encoding)
     return super.end(chunk, encoding as BufferEncoding, callback)
   }
 }

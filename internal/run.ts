@@ -84,7 +84,17 @@ export async function run({ env, stdout, events, routes = newRoutes, debugRoutes
       // Loaded only when asked for: the profiler and its imports cost start-up time otherwise.
       const { startDebug, describeDebugListenError } = await import('./debug.ts')
       try {
-        debug = await startDebug({ addr, config, build, startedAt, log, context, main: http, isDraining, routes: debugRoutes })
+        debug = await startDebug({
+          addr,
+          config,
+          build,
+          startedAt,
+          log,
+          context,
+          main: http,
+          isDraining,
+          routes: debugRoutes,
+        })
       } catch (err) {
         log.fatal({ debugAddr: addr, code: codeOf(err) }, describeDebugListenError(err, addr))
         http.destroy()

@@ -98,7 +98,11 @@ export function newServer({ log, routes, context, config }: ServerDeps): HTTPSer
     // Answered here rather than by Node (requireHostHeader) so the answer is problem+json and logged.
     if (path === undefined || (req.headers.host === undefined && req.httpVersion === '1.1')) {
       res.shouldKeepAlive = false
-      return sendProblem(res, 400, path === undefined ? 'The request target must be a path.' : 'The Host header is missing.')
+      return sendProblem(
+        res,
+        400,
+        path === undefined ? 'The request target must be a path.' : 'The Host header is missing.',
+      )
     }
     const route = table.get(path)
     if (route === undefined) return sendProblem(res, 404, 'There is nothing at this path.')

@@ -101,7 +101,8 @@ export function startEventLoopDelay(): IntervalHistogram {
  * (as @fastify/under-pressure does).
  */
 function readDelay(histogram: IntervalHistogram) {
-  const ms = (ns: number) => (histogram.count === 0 ? null : Math.max(0, Math.round((ns / 1e6 - resolutionMs) * 1000) / 1000))
+  const ms = (ns: number) =>
+    histogram.count === 0 ? null : Math.max(0, Math.round((ns / 1e6 - resolutionMs) * 1000) / 1000)
   return {
     samples: histogram.count,
     min: ms(histogram.min),
@@ -126,5 +127,7 @@ function countResources(resources: string[]): Record<string, number> {
 
 // V8 names its statistics in snake_case; every other field here is camelCase.
 function camelCaseKeys(stats: object): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(stats).map(([key, value]) => [key.replaceAll(/_(\w)/g, (_, c: string) => c.toUpperCase()), value]))
+  return Object.fromEntries(
+    Object.entries(stats).map(([key, value]) => [key.replaceAll(/_(\w)/g, (_, c: string) => c.toUpperCase()), value]),
+  )
 }

@@ -45,7 +45,10 @@ describe('parseConfig', () => {
     [{ SHUTDOWN_TIMEOUT: '1m30s' }, { shutdownTimeoutMs: 90_000 }],
     [{ HEADERS_TIMEOUT: '1s' }, { headersTimeoutMs: 1000 }],
     [{ HEADERS_TIMEOUT: '30s' }, { headersTimeoutMs: 30_000 }],
-    [{ REQUEST_TIMEOUT: '5m', HEADERS_TIMEOUT: '1m' }, { requestTimeoutMs: 300_000, headersTimeoutMs: 60_000 }],
+    [
+      { REQUEST_TIMEOUT: '5m', HEADERS_TIMEOUT: '1m' },
+      { requestTimeoutMs: 300_000, headersTimeoutMs: 60_000 },
+    ],
     [{ KEEP_ALIVE_TIMEOUT: '75s' }, { keepAliveTimeoutMs: 75_000 }],
     [{ MAX_HEADER_SIZE: '32KiB' }, { maxHeaderBytes: 32_768 }],
     [{ MAX_BODY_SIZE: '512B' }, { maxBodyBytes: 512 }],
@@ -73,20 +76,64 @@ describe('parseConfig', () => {
     [{ PORT: '-1' }, 'Expected `PORT` to be an integer from 0 to 65535, got `-1`'],
     [{ PORT: '80.5' }, 'Expected `PORT` to be an integer from 0 to 65535, got `80.5`'],
     [{ HOST: 'bad host' }, 'Expected `HOST` to be a host name or IP address, got `bad host`'],
-    [{ LOG_LEVEL: 'verbose' }, 'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `verbose`'],
-    [{ LOG_LEVEL: 'INFO' }, 'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `INFO`'],
-    [{ SHUTDOWN_DELAY: '5' }, 'Expected `SHUTDOWN_DELAY` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `5`'],
-    [{ SHUTDOWN_TIMEOUT: '10 s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `10 s`'],
-    [{ SHUTDOWN_TIMEOUT: '-1s' }, 'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `-1s`'],
-    [{ HEADERS_TIMEOUT: '0s' }, 'Expected `HEADERS_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `0s`'],
-    [{ KEEP_ALIVE_TIMEOUT: '65' }, 'Expected `KEEP_ALIVE_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `65`'],
+    [
+      { LOG_LEVEL: 'verbose' },
+      'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `verbose`',
+    ],
+    [
+      { LOG_LEVEL: 'INFO' },
+      'Expected `LOG_LEVEL` to be one of trace, debug, info, warn, error, fatal, silent, got `INFO`',
+    ],
+    [
+      { SHUTDOWN_DELAY: '5' },
+      'Expected `SHUTDOWN_DELAY` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `5`',
+    ],
+    [
+      { SHUTDOWN_TIMEOUT: '10 s' },
+      'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `10 s`',
+    ],
+    [
+      { SHUTDOWN_TIMEOUT: '-1s' },
+      'Expected `SHUTDOWN_TIMEOUT` to be a duration with a unit, like 500ms, 10s, 1m or 1m30s, got `-1s`',
+    ],
+    [
+      { HEADERS_TIMEOUT: '0s' },
+      'Expected `HEADERS_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `0s`',
+    ],
+    [
+      { KEEP_ALIVE_TIMEOUT: '65' },
+      'Expected `KEEP_ALIVE_TIMEOUT` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `65`',
+    ],
     [{ HEADERS_TIMEOUT: '40s' }, 'Expected `HEADERS_TIMEOUT` to be at most `REQUEST_TIMEOUT` (30s), got `40s`'],
-    [{ MAX_BODY_SIZE: '1MB' }, 'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1MB`'],
-    [{ MAX_BODY_SIZE: '1024' }, 'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1024`'],
-    [{ MAX_HEADER_SIZE: '0KiB' }, 'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`'],
+    [
+      { MAX_BODY_SIZE: '1MB' },
+      'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1MB`',
+    ],
+    [
+      { MAX_BODY_SIZE: '1024' },
+      'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1024`',
+    ],
+    [
+      { MAX_HEADER_SIZE: '0KiB' },
+      'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`',
+    ],
   ]
   const debugAddrExpected = 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)'
-  for (const value of ['6060', '127.0.0.1', '127.0.0.1:', '::1:6060', '[::1]', '[::1:6060', '[localhost]:6060', 'host:65536', 'host:-1', 'host:6060x', 'bad host:6060', 'http://127.0.0.1:6060', '127.0.0.1:6060/']) {
+  for (const value of [
+    '6060',
+    '127.0.0.1',
+    '127.0.0.1:',
+    '::1:6060',
+    '[::1]',
+    '[::1:6060',
+    '[localhost]:6060',
+    'host:65536',
+    'host:-1',
+    'host:6060x',
+    'bad host:6060',
+    'http://127.0.0.1:6060',
+    '127.0.0.1:6060/',
+  ]) {
     invalid.push([{ DEBUG_ADDR: value }, `Expected \`DEBUG_ADDR\` to be ${debugAddrExpected}, got \`${value}\``])
   }
   for (const [env, problem] of invalid) {
@@ -96,12 +143,21 @@ describe('parseConfig', () => {
   }
 
   it('reports every invalid variable at once', () => {
-    const result = parseConfig({ PORT: 'x', LOG_LEVEL: 'loud', SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '2', DEBUG_ADDR: '6060' })
+    const result = parseConfig({
+      PORT: 'x',
+      LOG_LEVEL: 'loud',
+      SHUTDOWN_DELAY: '1',
+      SHUTDOWN_TIMEOUT: '2',
+      DEBUG_ADDR: '6060',
+    })
     assert.equal(result.ok, false)
-    assert.deepEqual(
-      !result.ok && result.problems.map((p) => p.match(/`(\w+)`/)?.[1]),
-      ['PORT', 'LOG_LEVEL', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT', 'DEBUG_ADDR'],
-    )
+    assert.deepEqual(!result.ok && result.problems.map((p) => p.match(/`(\w+)`/)?.[1]), [
+      'PORT',
+      'LOG_LEVEL',
+      'SHUTDOWN_DELAY',
+      'SHUTDOWN_TIMEOUT',
+      'DEBUG_ADDR',
+    ])
   })
 })
 

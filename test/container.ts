@@ -55,14 +55,19 @@ function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, '127.0.0.1', () => {
       const address = server.address()
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      )
     })
   })
 }
 
 async function readLogs(): Promise<{ lines: LogLine[]; stderr: string }> {
   const { stdout, stderr } = await run('docker', ['logs', name])
-  const lines = stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as LogLine)
+  const lines = stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as LogLine)
   return { lines, stderr }
 }
 
@@ -75,10 +80,28 @@ describe('the container image', () => {
     url = `http://127.0.0.1:${port}`
     const started = performance.now()
     // As a cluster runs it: read-only root, no capabilities, configured by env vars only.
-    await docker('run', '--detach', '--name', name, '--network', 'host', '--read-only', '--cap-drop', 'ALL',
-      '--security-opt', 'no-new-privileges', '--health-interval', '1s',
-      '--env', `PORT=${port}`, '--env', `SHUTDOWN_DELAY=${shutdownDelayMs}ms`, '--env', 'SHUTDOWN_TIMEOUT=5s',
-      image)
+    await docker(
+      'run',
+      '--detach',
+      '--name',
+      name,
+      '--network',
+      'host',
+      '--read-only',
+      '--cap-drop',
+      'ALL',
+      '--security-opt',
+      'no-new-privileges',
+      '--health-interval',
+      '1s',
+      '--env',
+      `PORT=${port}`,
+      '--env',
+      `SHUTDOWN_DELAY=${shutdownDelayMs}ms`,
+      '--env',
+      'SHUTDOWN_TIMEOUT=5s',
+      image,
+    )
     await poll('a 200 from /health', async () => {
       const res = await fetch(`${url}/health`)
       await res.arrayBuffer()
@@ -141,17 +164,46 @@ describe('the container image', () => {
     assert.deepEqual((await docker('exec', name, 'ls', '/app')).split('\n'), ['dist', 'node_modules', 'package.json'])
     assert.equal(await exitCodeOf('exec', name, 'test', '-d', '/app/node_modules/pino'), 0, 'pino is there')
     // The lockfile marks every package only the dev dependencies need, transitive ones included.
-    const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { dev?: boolean }> }
-    const devOnly = Object.entries(lock.packages).filter(([, entry]) => entry.dev).map(([path]) => path)
+    const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as {
+      packages: Record<string, { dev?: boolean }>
+    }
+    const devOnly = Object.entries(lock.packages)
+      .filter(([, entry]) => entry.dev)
+      .map(([path]) => path)
     assert.ok(devOnly.includes('node_modules/typescript'))
     const listPresent = 'for p; do [ ! -e "/app/$p" ] || echo "$p"; done'
     const present = await docker('exec', name, 'sh', '-c', listPresent, 'sh', ...devOnly)
     assert.equal(present, '')
-    const sources = await docker('exec', name, 'find', '/app/dist',
-      '-name', '*.ts', '-o', '-name', '*.map', '-o', '-name', 'test')
+    const sources = await docker(
+      'exec',
+      name,
+      'find',
+      '/app/dist',
+      '-name',
+      '*.ts',
+      '-o',
+      '-name',
+      '*.map',
+      '-o',
+      '-name',
+      'test',
+    )
     assert.equal(sources, '')
-    const caches = await docker('exec', '--user', '0', name, 'find', '/root', '/home/node', '/tmp',
-      '-name', '.npm', '-o', '-name', '_cacache')
+    const caches = await docker(
+      'exec',
+      '--user',
+      '0',
+      name,
+      'find',
+      '/root',
+      '/home/node',
+      '/tmp',
+      '-name',
+      '.npm',
+      '-o',
+      '-name',
+      '_cacache',
+    )
     assert.equal(caches, '')
   })
 

@@ -12,7 +12,8 @@ import { newLogSink, type Service, startService } from './service.ts'
 
 const dist = new URL('../', import.meta.url)
 const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
-const fileName = (extension: string) => new RegExp(`^attachment; filename="kickstart-node-\\d{8}T\\d{6}Z\\.${extension}"$`)
+const fileName = (extension: string) =>
+  new RegExp(`^attachment; filename="kickstart-node-\\d{8}T\\d{6}Z\\.${extension}"$`)
 
 /** startDebugService starts the service with the debug listener on a free loopback port. */
 function startDebugService(t: TestContext, env: Record<string, string> = {}, routes?: (deps: RouteDeps) => Routes) {
@@ -51,7 +52,10 @@ describe('the debug listener', () => {
   it('is off by default, and the public port never serves its routes', async (t) => {
     for (const env of [{}, { DEBUG_ADDR: '127.0.0.1:0' }]) {
       const service = await startService(t, env)
-      assert.equal(service.logs.some((l) => l.msg === 'debug listening'), 'DEBUG_ADDR' in env)
+      assert.equal(
+        service.logs.some((l) => l.msg === 'debug listening'),
+        'DEBUG_ADDR' in env,
+      )
       for (const path of ['/debug/vars', '/debug/pprof/profile', '/debug/pprof/heap']) {
         await assertProblem(await fetch(`${service.url}${path}`), 404)
       }
@@ -92,7 +96,11 @@ describe('the debug listener', () => {
     const port = (blocker.address() as { port: number }).port
     try {
       const sink = newLogSink()
-      const code = await run({ env: { PORT: '0', DEBUG_ADDR: `127.0.0.1:${port}` }, stdout: sink, events: new EventEmitter() })
+      const code = await run({
+        env: { PORT: '0', DEBUG_ADDR: `127.0.0.1:${port}` },
+        stdout: sink,
+        events: new EventEmitter(),
+      })
       assert.equal(code, 1)
       assert.equal(sink.logs.length, 1, JSON.stringify(sink.logs))
       assert.equal(sink.logs[0]?.level, 'fatal')
@@ -152,7 +160,7 @@ describe('GET /debug/vars', () => {
     }
   })
 
-  it('counts the main server\'s connections and requests in flight, and sees the drain', async (t) => {
+  it("counts the main server's connections and requests in flight, and sees the drain", async (t) => {
     let release: () => void = () => {}
     let arrived: () => void = () => {}
     const handled = new Promise<void>((resolve) => (arrived = resolve))
@@ -242,7 +250,11 @@ describe('GET /debug/pprof/profile', () => {
       headers: { 'x-request-id': 'long' },
     }).catch((err: unknown) => err)
     await service.waitForLog((l) => l.msg === 'profile started' && l.requestId === 'long')
-    for (const path of ['/debug/pprof/profile?seconds=1', '/debug/pprof/heap', '/debug/pprof/heap?sampling=1&seconds=1']) {
+    for (const path of [
+      '/debug/pprof/profile?seconds=1',
+      '/debug/pprof/heap',
+      '/debug/pprof/heap?sampling=1&seconds=1',
+    ]) {
       await assertProblem(await fetch(`${service.debugUrl}${path}`), 409, /one runs at a time/)
     }
     client.abort() // the client goes away: the profile is abandoned and the lock released
@@ -303,7 +315,10 @@ describe('GET /debug/pprof/heap', () => {
     await service.waitForLog((l) => l.msg === 'profile finished' && l.requestId === 'from-file')
     const after = (await readdir(tmpdir())).filter((name) => name.startsWith('heapsnapshot-'))
     assert.deepEqual(after, before)
-    assert.equal(service.logs.find((l) => l.msg.startsWith('no writable temp directory')), undefined)
+    assert.equal(
+      service.logs.find((l) => l.msg.startsWith('no writable temp directory')),
+      undefined,
+    )
   })
 
   it('falls back to queueing the chunks when no temp directory is writable', async (t) => {
@@ -317,7 +332,9 @@ describe('GET /debug/pprof/heap', () => {
     const res = await fetch(`${service.debugUrl}/debug/pprof/heap`)
     const snapshot = JSON.parse(await res.text()) as { snapshot: { node_count: number } }
     assert.ok(snapshot.snapshot.node_count > 0)
-    const warning = await service.waitForLog((l) => l.msg === 'no writable temp directory: heap snapshot queued in memory')
+    const warning = await service.waitForLog(
+      (l) => l.msg === 'no writable temp directory: heap snapshot queued in memory',
+    )
     assert.equal(warning.level, 'warn')
   })
 

@@ -94,12 +94,16 @@ it('loses no request and no log line when stopped under load', async () => {
   assert.ok(answered.every((o) => o.status === 200))
   const duringDelay = answered.filter((o) => (o.sentAt ?? 0) > shutdownAt + 5)
   assert.ok(duringDelay.length > 0, 'the service kept serving during the delay')
-  assert.ok(duringDelay.every((o) => o.connection === 'close'), 'responses in the delay carry Connection: close')
+  assert.ok(
+    duringDelay.every((o) => o.connection === 'close'),
+    'responses in the delay carry Connection: close',
+  )
 
   // Every answered request has exactly one access-log line, and no line is left over.
   const accessLines = new Map<string, number>()
   for (const line of logs) {
-    if (line.msg === 'request') accessLines.set(String(line.requestId), (accessLines.get(String(line.requestId)) ?? 0) + 1)
+    if (line.msg === 'request')
+      accessLines.set(String(line.requestId), (accessLines.get(String(line.requestId)) ?? 0) + 1)
   }
   const missing = answered.filter((o) => accessLines.get(o.id) !== 1)
   assert.deepEqual(missing, [], 'answered requests without exactly one access-log line')

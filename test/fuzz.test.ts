@@ -27,7 +27,24 @@ const valid = [
   'POST /upload HTTP/1.1\r\nHost: fuzz\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
   'DELETE /health HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 0\r\n\r\n',
 ]
-const interesting = ['\r\n', '\n', '\r', ' ', ':', '\0', '%', '/', '..', '?', '#', 'Transfer-Encoding: chunked\r\n', 'Content-Length: 99999\r\n', 'ÿ', '\t', '0\r\n\r\n']
+const interesting = [
+  '\r\n',
+  '\n',
+  '\r',
+  ' ',
+  ':',
+  '\0',
+  '%',
+  '/',
+  '..',
+  '?',
+  '#',
+  'Transfer-Encoding: chunked\r\n',
+  'Content-Length: 99999\r\n',
+  'ÿ',
+  '\t',
+  '0\r\n\r\n',
+]
 
 function mutate(random: () => number, input: string): string {
   const pick = (n: number) => Math.floor(random() * n)
@@ -59,7 +76,11 @@ function mutate(random: () => number, input: string): string {
 
 it(`survives random mutations of valid requests (FUZZ_SEED=${seed}, ${durationMs} ms)`, async (t) => {
   console.log(`fuzz seed ${seed}; reproduce with FUZZ_SEED=${seed}`)
-  const service = await startService(t, { HEADERS_TIMEOUT: '1s', REQUEST_TIMEOUT: '2s', MAX_BODY_SIZE: '1KiB' }, routesWithUpload)
+  const service = await startService(
+    t,
+    { HEADERS_TIMEOUT: '1s', REQUEST_TIMEOUT: '2s', MAX_BODY_SIZE: '1KiB' },
+    routesWithUpload,
+  )
   const random = mulberry32(seed)
   const deadline = performance.now() + durationMs
   let cases = 0
@@ -85,5 +106,8 @@ it(`survives random mutations of valid requests (FUZZ_SEED=${seed}, ${durationMs
   assert.ok(cases > 100, `only ${cases} cases ran`)
   assert.equal((await fetch(`${service.url}/health`)).status, 200)
   assert.equal(await service.stop(), 0)
-  assert.deepEqual(service.logs.filter((l) => l.level === 'error' || l.level === 'fatal'), [])
+  assert.deepEqual(
+    service.logs.filter((l) => l.level === 'error' || l.level === 'fatal'),
+    [],
+  )
 })

@@ -26,7 +26,11 @@ const corpus: [string, string | Buffer, number[]][] = [
   ['bare LF line endings', `GET /health HTTP/1.1\n${H.trim()}\n\n`, [400]],
   ['oversized header', get('/health', `X-Big: ${big}\r\n`), [431]],
   ['oversized URL', get(`/${big}`), [431]],
-  ['Content-Length with Transfer-Encoding (smuggling)', post('Content-Length: 5\r\nTransfer-Encoding: chunked\r\n', '0\r\n\r\n'), [400]],
+  [
+    'Content-Length with Transfer-Encoding (smuggling)',
+    post('Content-Length: 5\r\nTransfer-Encoding: chunked\r\n', '0\r\n\r\n'),
+    [400],
+  ],
   ['two different Content-Lengths', post('Content-Length: 5\r\nContent-Length: 6\r\n', 'hello!'), [400]],
   ['two equal Content-Lengths', post('Content-Length: 5\r\nContent-Length: 5\r\n', 'hello'), [400]],
   ['negative Content-Length', post('Content-Length: -1\r\n'), [400]],
@@ -37,7 +41,11 @@ const corpus: [string, string | Buffer, number[]][] = [
   ['chunk size overflow', post('Transfer-Encoding: chunked\r\n', 'ffffffffffffffffff\r\nhello\r\n0\r\n\r\n'), [400]],
   ['oversized chunk extension', post('Transfer-Encoding: chunked\r\n', `5;${big}\r\nhello\r\n0\r\n\r\n`), [413]],
   ['body above MAX_BODY_SIZE by Content-Length', post('Content-Length: 2048\r\n', 'x'.repeat(2048)), [413]],
-  ['body above MAX_BODY_SIZE in chunks', post('Transfer-Encoding: chunked\r\n', `${'400\r\n' + 'x'.repeat(1024) + '\r\n'}`.repeat(3) + '0\r\n\r\n'), [413]],
+  [
+    'body above MAX_BODY_SIZE in chunks',
+    post('Transfer-Encoding: chunked\r\n', `${'400\r\n' + 'x'.repeat(1024) + '\r\n'}`.repeat(3) + '0\r\n\r\n'),
+    [413],
+  ],
   ['body within MAX_BODY_SIZE', post('Content-Length: 5\r\n', 'hello'), [200]],
   ['Expect: 100-continue', post('Content-Length: 5\r\nExpect: 100-continue\r\n', 'hello'), [100, 200]],
   ['body cut short by the client', post('Content-Length: 100\r\n', 'only a few bytes'), [400]],
@@ -61,7 +69,11 @@ const corpus: [string, string | Buffer, number[]][] = [
   ['unknown HTTP version', `GET /health HTTP/9.9\r\n${H}\r\n`, [400]],
   ['space in the path', `GET /hea lth HTTP/1.1\r\n${H}\r\n`, [400]],
   ['NUL in the URL', `GET /health\0 HTTP/1.1\r\n${H}\r\n`, [400]],
-  ['raw UTF-8 in the URL', Buffer.concat([Buffer.from('GET /'), Buffer.from([0xc3, 0xa9]), Buffer.from(` HTTP/1.1\r\n${H}\r\n`)]), [400]],
+  [
+    'raw UTF-8 in the URL',
+    Buffer.concat([Buffer.from('GET /'), Buffer.from([0xc3, 0xa9]), Buffer.from(` HTTP/1.1\r\n${H}\r\n`)]),
+    [400],
+  ],
   ['WebSocket upgrade nobody handles', get('/health', 'Connection: Upgrade\r\nUpgrade: websocket\r\n'), [200]],
   ['three pipelined requests', get('/health') + get('/ready') + get('/nope'), [200, 200, 404]],
   ['a valid request, then garbage on the same connection', get('/health') + 'garbage\r\n\r\n', [200, 400]],
@@ -120,7 +132,11 @@ describe('hostile input', () => {
     await once(socket, 'close')
     await assertStillServing()
     const since = service.logs.slice(before)
-    assert.deepEqual(since.map((l) => l.msg), ['request'], 'only the access line of the health check')
+    assert.deepEqual(
+      since.map((l) => l.msg),
+      ['request'],
+      'only the access line of the health check',
+    )
   })
 
   it('logs a client that goes away mid-response as aborted', async (t) => {

@@ -13,7 +13,11 @@ const spanId = /^[0-9a-f]{16}$/
 function assertCommonHeaders(res: Response) {
   assert.equal(res.headers.get('x-content-type-options'), 'nosniff')
   assert.match(res.headers.get('x-request-id') ?? '', spanId)
-  assert.equal(res.headers.get('traceparent')?.split('-')[2], res.headers.get('x-request-id'), 'a generated id is the span id')
+  assert.equal(
+    res.headers.get('traceparent')?.split('-')[2],
+    res.headers.get('x-request-id'),
+    'a generated id is the span id',
+  )
   assert.equal(res.headers.get('server'), null)
   assert.equal(res.headers.get('x-powered-by'), null)
 }

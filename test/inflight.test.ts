@@ -9,7 +9,12 @@ function fakeResponse(name: string): TrackedResponse {
 
 it('newInflight adds, removes from anywhere, counts and iterates newest first', () => {
   const inflight = newInflight()
-  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(fakeResponse) as [TrackedResponse, TrackedResponse, TrackedResponse, TrackedResponse]
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(fakeResponse) as [
+    TrackedResponse,
+    TrackedResponse,
+    TrackedResponse,
+    TrackedResponse,
+  ]
   for (const res of [a, b, c, d]) inflight.add(res)
   assert.equal(inflight.size, 4)
   assert.deepEqual([...inflight], [d, c, b, a])

@@ -49,11 +49,15 @@ describe('the Kubernetes manifests', () => {
     assert.ok(deployment && service && budget, 'a Deployment, a Service and a PodDisruptionBudget')
     assert.equal(otherDeployments.length, 0)
     assert.equal(pod?.containers.length, 1)
-    assert.deepEqual(kustomization.images?.map((image) => image.name), [container?.image])
+    assert.deepEqual(
+      kustomization.images?.map((image) => image.name),
+      [container?.image],
+    )
   })
 
   it('validate against the Kubernetes API schemas', () => {
-    for (const object of objects) assert.doesNotThrow(() => object.validate(), `${object.kind} ${object.metadata?.name}`)
+    for (const object of objects)
+      assert.doesNotThrow(() => object.validate(), `${object.kind} ${object.metadata?.name}`)
   })
 
   it('set only variables the service reads, each to a value it accepts', () => {
@@ -97,7 +101,11 @@ describe('the Kubernetes manifests', () => {
     running.events.emit('SIGTERM', 'SIGTERM')
     await running.waitForLog((line) => line.msg === 'shutdown started')
     assert.equal(await status(path('readiness')), 503, 'readiness fails while draining, taking the pod out of rotation')
-    assert.equal(await status(path('liveness')), 200, 'liveness holds while draining, so the kubelet does not kill the pod')
+    assert.equal(
+      await status(path('liveness')),
+      200,
+      'liveness holds while draining, so the kubelet does not kill the pod',
+    )
     running.events.emit('SIGTERM', 'SIGTERM') // a second signal ends the SHUTDOWN_DELAY at once
     await running.exited
   })

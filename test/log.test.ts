@@ -183,7 +183,9 @@ describe('logs', () => {
     const service = await startService(t)
     const path = '/a"b\\c%22'
     const userAgent = 'evil"},"level":"fatal\\'
-    await exchange(service.port, [`GET ${path}?q HTTP/1.1\r\nHost: x\r\nUser-Agent: ${userAgent}\r\nX-Request-Id: escaped\r\n\r\n`])
+    await exchange(service.port, [
+      `GET ${path}?q HTTP/1.1\r\nHost: x\r\nUser-Agent: ${userAgent}\r\nX-Request-Id: escaped\r\n\r\n`,
+    ])
     const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === 'escaped')
     assert.equal(line.path, path)
     assert.equal(line.userAgent, userAgent)
@@ -193,7 +195,11 @@ describe('logs', () => {
   it('follow LOG_LEVEL: at warn, only 4xx and 5xx access lines', () => {
     const sink = newLogSink()
     const logAccess = newAccessLog(newLogger(sink, 'warn', { service: 'svc', version: null }))
-    for (const [statusCode, requestId] of [[200, 'quiet'], [404, 'loud'], [503, 'louder']] as const) {
+    for (const [statusCode, requestId] of [
+      [200, 'quiet'],
+      [404, 'loud'],
+      [503, 'louder'],
+    ] as const) {
       logAccess({
         req: { method: 'GET', socket: {}, headers: {} },
         aborted: false,
@@ -206,7 +212,13 @@ describe('logs', () => {
         trace: { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: '00' },
       } as unknown as TrackedResponse)
     }
-    assert.deepEqual(sink.logs.map((l) => [l.requestId, l.level]), [['loud', 'warn'], ['louder', 'error']])
+    assert.deepEqual(
+      sink.logs.map((l) => [l.requestId, l.level]),
+      [
+        ['loud', 'warn'],
+        ['louder', 'error'],
+      ],
+    )
   })
 
   it('record shutdown start and end', async (t) => {

@@ -45,7 +45,10 @@ function resolve<T>(value: T | OpenAPIV3_1.ReferenceObject, pointer: string): { 
     const target = ref
       .split('/')
       .slice(1)
-      .reduce<unknown>((node, key) => (node as Record<string, unknown>)[key.replaceAll('~1', '/').replaceAll('~0', '~')], spec)
+      .reduce<unknown>(
+        (node, key) => (node as Record<string, unknown>)[key.replaceAll('~1', '/').replaceAll('~0', '~')],
+        spec,
+      )
     return resolve(target as T | OpenAPIV3_1.ReferenceObject, ref)
   }
   return { value: value as T, pointer }
@@ -54,7 +57,11 @@ function resolve<T>(value: T | OpenAPIV3_1.ReferenceObject, pointer: string): { 
 const escape = (key: string) => key.replaceAll('~', '~0').replaceAll('/', '~1')
 
 /** assertMatchesResponse checks status, content type, body schema and documented headers. */
-async function assertMatchesResponse(res: Response, documented: OpenAPIV3_1.ResponseObject | OpenAPIV3_1.ReferenceObject, pointer: string) {
+async function assertMatchesResponse(
+  res: Response,
+  documented: OpenAPIV3_1.ResponseObject | OpenAPIV3_1.ReferenceObject,
+  pointer: string,
+) {
   const { value: response, pointer: at } = resolve(documented, pointer)
   const contentType = res.headers.get('content-type') ?? ''
   const media = response.content?.[contentType]
@@ -99,7 +106,8 @@ describe('openapi.yaml', () => {
       (deps) => (routes = newRoutes(deps)),
       (deps) => (debugRoutes = newDebugRoutes(deps)),
     )
-    const list = (table: Routes) => Object.entries(table).flatMap(([path, handlers]) => Object.keys(handlers).map((m) => `${m} ${path}`))
+    const list = (table: Routes) =>
+      Object.entries(table).flatMap(([path, handlers]) => Object.keys(handlers).map((m) => `${m} ${path}`))
     assert.deepEqual(list(routes).sort(), operations().sort())
     assert.deepEqual(list(debugRoutes).sort(), operations('debug').sort())
     assert.ok(operations('debug').length >= 3)
@@ -140,7 +148,7 @@ describe('openapi.yaml', () => {
     await assertMatchesResponse(notAllowed, { $ref: '#/components/responses/MethodNotAllowed' }, '')
   })
 
-  it('describes the debug listener\'s other answers: sampling profile, 400, 409, 404, 405', async (t) => {
+  it("describes the debug listener's other answers: sampling profile, 400, 409, 404, 405", async (t) => {
     const service = await startService(t, { DEBUG_ADDR: '127.0.0.1:0' })
     const heap = '/paths/~1debug~1pprof~1heap/get/responses'
     const profile = '/paths/~1debug~1pprof~1profile/get/responses'
@@ -156,9 +164,14 @@ describe('openapi.yaml', () => {
     await assertMatchesResponse(badSampling, { $ref: `#${heap}/400` }, '')
 
     const client = new AbortController()
-    const running = fetch(`${service.debugUrl}/debug/pprof/profile?seconds=60`, { signal: client.signal }).catch(() => {})
+    const running = fetch(`${service.debugUrl}/debug/pprof/profile?seconds=60`, { signal: client.signal }).catch(
+      () => {},
+    )
     await service.waitForLog((l) => l.msg === 'profile started')
-    for (const [path, at] of [['/debug/pprof/profile', profile], ['/debug/pprof/heap', heap]] as const) {
+    for (const [path, at] of [
+      ['/debug/pprof/profile', profile],
+      ['/debug/pprof/heap', heap],
+    ] as const) {
       const busy = await fetch(`${service.debugUrl}${path}`)
       assert.equal(busy.status, 409)
       await assertMatchesResponse(busy, { $ref: `#${at}/409` }, '')
@@ -177,10 +190,34 @@ describe('openapi.yaml', () => {
   it('validates against its schemas strictly enough to catch a wrong body', async () => {
     const at = `${specId}#/components/schemas/Health`
     assert.equal((await validate(at, { status: 'ok' })).valid, false)
-    assert.equal((await validate(`${specId}#/components/responses/NotFound/content/application~1problem+json/schema`, { type: 'about:blank', title: 'x', status: 405, detail: 'y' })).valid, false)
-    assert.equal((await validate(`${specId}#/components/schemas/CPUProfile`, { nodes: [{ id: 1 }], startTime: 0, endTime: 1, samples: [], timeDeltas: [] })).valid, false)
+    assert.equal(
+      (
+        await validate(`${specId}#/components/responses/NotFound/content/application~1problem+json/schema`, {
+          type: 'about:blank',
+          title: 'x',
+          status: 405,
+          detail: 'y',
+        })
+      ).valid,
+      false,
+    )
+    assert.equal(
+      (
+        await validate(`${specId}#/components/schemas/CPUProfile`, {
+          nodes: [{ id: 1 }],
+          startTime: 0,
+          endTime: 1,
+          samples: [],
+          timeDeltas: [],
+        })
+      ).valid,
+      false,
+    )
     const heap = `${specId}#/paths/~1debug~1pprof~1heap/get/responses/200/content/application~1json/schema`
-    assert.equal((await validate(heap, { head: { callFrame: {}, selfSize: 0, id: 1, children: [] }, samples: [] })).valid, false)
+    assert.equal(
+      (await validate(heap, { head: { callFrame: {}, selfSize: 0, id: 1, children: [] }, samples: [] })).valid,
+      false,
+    )
     assert.equal((await validate(`${specId}#/components/schemas/DebugVars`, { service: 'x' })).valid, false)
   })
 })

@@ -85,7 +85,10 @@ describe('TrackedResponse', () => {
   }
 
   it('records the status the handler set, and 200 when it set none', async (t) => {
-    for (const [handler, status] of [[(res: TrackedResponse) => res.end(), 200], [(res: TrackedResponse) => res.writeHead(418).end(), 418]] as const) {
+    for (const [handler, status] of [
+      [(res: TrackedResponse) => res.end(), 200],
+      [(res: TrackedResponse) => res.writeHead(418).end(), 418],
+    ] as const) {
       const { port, closed } = await serve(t, handler)
       assert.equal((await fetchBody(port)).status, status)
       assert.equal((await closed).statusCode, status)

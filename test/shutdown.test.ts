@@ -209,7 +209,10 @@ describe('shutdown', () => {
     assert.equal(await service.exited, 0)
     assert.deepEqual(order, ['request finished', 'cache', 'queue', 'database'])
     const hookLines = service.logs.filter((l) => l.msg === 'shutdown hook finished')
-    assert.deepEqual(hookLines.map((l) => l.hook), ['cache', 'queue', 'database'])
+    assert.deepEqual(
+      hookLines.map((l) => l.hook),
+      ['cache', 'queue', 'database'],
+    )
     for (const line of hookLines) assert.equal(typeof line.durationMs, 'number')
   })
 
@@ -260,7 +263,10 @@ describe('shutdown', () => {
       const fatal = service.logs.find((l) => l.level === 'fatal')
       assert.equal(fatal?.msg, 'shutdown started after an uncaught error')
       assert.match(String((fatal?.err as { stack?: string } | undefined)?.stack), /background job exploded\n\s+at /)
-      assert.ok(service.logs.some((l) => l.msg === 'shutdown complete'), 'the drain still ran')
+      assert.ok(
+        service.logs.some((l) => l.msg === 'shutdown complete'),
+        'the drain still ran',
+      )
     })
   }
 

@@ -32,7 +32,9 @@ function start(env: Record<string, string>): Child {
   })
   let stderr = ''
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  const exit = once(child, 'exit').then(([code, signal]) => ({ code, signal }) as { code: number | null; signal: NodeJS.Signals | null })
+  const exit = once(child, 'exit').then(
+    ([code, signal]) => ({ code, signal }) as { code: number | null; signal: NodeJS.Signals | null },
+  )
   return { child, logs: sink.logs, stderr: () => stderr, waitForLog: sink.waitForLog, exit }
 }
 
@@ -48,7 +50,13 @@ describe('the server process', () => {
       assert.deepEqual(await server.exit, { code: 0, signal: null })
       assert.equal(server.stderr(), '')
       const messages = server.logs.map((l) => l.msg)
-      assert.deepEqual(messages, ['listening', 'request', 'shutdown started', 'stopped accepting connections', 'shutdown complete'])
+      assert.deepEqual(messages, [
+        'listening',
+        'request',
+        'shutdown started',
+        'stopped accepting connections',
+        'shutdown complete',
+      ])
       assert.equal(server.logs[2]?.signal, signal)
     })
   }

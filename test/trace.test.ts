@@ -113,9 +113,15 @@ describe('trace context over HTTP', () => {
         return responseTraceparent.exec(res.headers.get('traceparent') ?? '')?.[2]
       }),
     )
-    for (const [name, spanId] of [['a', first], ['b', second]] as const) {
+    for (const [name, spanId] of [
+      ['a', first],
+      ['b', second],
+    ] as const) {
       const lines = service.logs.filter((l) => l.requestId === `work-${name}` && l.msg !== 'request')
-      assert.deepEqual(lines.map((l) => l.msg), ['handler started', 'deep in the call stack'])
+      assert.deepEqual(
+        lines.map((l) => l.msg),
+        ['handler started', 'deep in the call stack'],
+      )
       for (const line of lines) {
         assert.equal(line.traceId, traceId)
         assert.equal(line.spanId, spanId)

@@ -57,7 +57,8 @@ export function writeWrkScript(dir: string): string {
  */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const [command, args] = options.tool === 'wrk' ? wrkCommand(options) : autocannonCommand(options)
-  const pinned: [string, string[]] = options.cpu === undefined ? [command, args] : ['taskset', ['-c', String(options.cpu), command, ...args]]
+  const pinned: [string, string[]] =
+    options.cpu === undefined ? [command, args] : ['taskset', ['-c', String(options.cpu), command, ...args]]
   const { stdout } = await run(pinned[0], pinned[1], { timeout: (options.seconds + 60) * 1000, maxBuffer: 16 << 20 })
   const { result, failures } = options.tool === 'wrk' ? parseWrk(stdout) : parseAutocannon(stdout)
   if (failures !== '') throw new Error(`${options.tool} against ${options.url}: ${failures}`)
@@ -81,9 +82,16 @@ function parseWrk(stdout: string): { result: LoadResult; failures: string } {
   const line = stdout.split('\n').find((l) => l.startsWith('{"requests"'))
   if (line === undefined) throw new Error(`wrk printed no report:\n${stdout}`)
   const r = JSON.parse(line) as WrkReport
-  const failures = r.socketErrors + r.badStatus > 0 ? `${r.socketErrors} socket errors, ${r.badStatus} non-2xx/3xx responses` : ''
+  const failures =
+    r.socketErrors + r.badStatus > 0 ? `${r.socketErrors} socket errors, ${r.badStatus} non-2xx/3xx responses` : ''
   const seconds = r.durationUs / 1e6
-  const result = { requests: r.requests, seconds, rps: r.requests / seconds, p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000 }
+  const result = {
+    requests: r.requests,
+    seconds,
+    rps: r.requests / seconds,
+    p50Ms: r.p50Us / 1000,
+    p99Ms: r.p99Us / 1000,
+  }
   return { result, failures }
 }
 
@@ -103,9 +111,18 @@ interface AutocannonReport {
 
 function parseAutocannon(stdout: string): { result: LoadResult; failures: string } {
   const r = JSON.parse(stdout) as AutocannonReport
-  const failures = r.errors + r.timeouts + r.non2xx > 0 ? `${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx responses` : ''
+  const failures =
+    r.errors + r.timeouts + r.non2xx > 0
+      ? `${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx responses`
+      : ''
   // autocannon records latency in whole milliseconds, so its p50 and p99 are coarse.
-  const result = { requests: r.requests.total, seconds: r.duration, rps: r.requests.total / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99 }
+  const result = {
+    requests: r.requests.total,
+    seconds: r.duration,
+    rps: r.requests.total / r.duration,
+    p50Ms: r.latency.p50,
+    p99Ms: r.latency.p99,
+  }
   return { result, failures }
 }
 

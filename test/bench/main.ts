@@ -18,7 +18,16 @@ import { parseArgs } from 'node:util'
 import { type Tool, canPin, chooseTool, writeWrkScript } from './load.ts'
 import { type Settings, printReport } from './report.ts'
 import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './runs.ts'
-import { type HealthResponse, type ServerOptions, type ServerProcess, countLogLines, findFreePort, nodeOptions, startServer, waitForOK } from './servers.ts'
+import {
+  type HealthResponse,
+  type ServerOptions,
+  type ServerProcess,
+  countLogLines,
+  findFreePort,
+  nodeOptions,
+  startServer,
+  waitForOK,
+} from './servers.ts'
 
 const serviceMain = fileURLToPath(new URL('../../cmd/server/main.js', import.meta.url))
 
@@ -64,7 +73,11 @@ function parseSettings(argv: string[]): Settings {
 }
 
 /** timeSpawn starts a server and returns the milliseconds from spawn to its first 200, then stops it. */
-async function timeSpawn(name: string, options: ServerOptions, url: string): Promise<{ ms: number; response: HealthResponse }> {
+async function timeSpawn(
+  name: string,
+  options: ServerOptions,
+  url: string,
+): Promise<{ ms: number; response: HealthResponse }> {
   const started = performance.now()
   const server = startServer(options)
   try {
@@ -85,7 +98,9 @@ function timeNodeStart(cpu: number | undefined): number {
   const options = { env: { PATH: process.env.PATH ?? '', ...nodeOptions() } }
   const started = performance.now()
   const result =
-    cpu === undefined ? spawnSync(process.execPath, args, options) : spawnSync('taskset', ['-c', String(cpu), process.execPath, ...args], options)
+    cpu === undefined
+      ? spawnSync(process.execPath, args, options)
+      : spawnSync('taskset', ['-c', String(cpu), process.execPath, ...args], options)
   if (result.status !== 0) throw new Error('node -e 0 failed')
   return performance.now() - started
 }
@@ -114,14 +129,20 @@ async function measureSpawn(ctx: Context) {
     bare.push((await timeSpawn('bare server', bareOptions, url)).ms)
     node.push(timeNodeStart(ctx.serverCPU))
   }
-  say(`spawn to first 200 (ms): service ${service.map((ms) => ms.toFixed(1)).join(' ')}; bare ${bare.map((ms) => ms.toFixed(1)).join(' ')}`)
+  say(
+    `spawn to first 200 (ms): service ${service.map((ms) => ms.toFixed(1)).join(' ')}; bare ${bare.map((ms) => ms.toFixed(1)).join(' ')}`,
+  )
   return { health, spawn: { service, bare, node } }
 }
 
 function readMachine(tool: Tool, pinned: boolean) {
   const model = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown'
-  const build = JSON.parse(readFileSync(new URL('../../build-info.json', import.meta.url), 'utf8')) as { commit: string | null; dirty: boolean | null }
-  const toolVersion = tool === 'wrk' ? (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'wrk') : 'autocannon'
+  const build = JSON.parse(readFileSync(new URL('../../build-info.json', import.meta.url), 'utf8')) as {
+    commit: string | null
+    dirty: boolean | null
+  }
+  const toolVersion =
+    tool === 'wrk' ? (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'wrk') : 'autocannon'
   return {
     cpu: `${model}, ${availableParallelism()} cores`,
     node: process.version,
@@ -170,7 +191,9 @@ async function main(): Promise<number> {
     servers,
   }
   const machine = readMachine(tool, pinned)
-  say(`bench${settings.smoke ? ' (smoke)' : ''}: ${tool}, ${pinned ? 'servers on CPU 0, load on CPU 1' : 'not pinned'}, ${settings.rounds} rounds of ${settings.seconds} s`)
+  say(
+    `bench${settings.smoke ? ' (smoke)' : ''}: ${tool}, ${pinned ? 'servers on CPU 0, load on CPU 1' : 'not pinned'}, ${settings.rounds} rounds of ${settings.seconds} s`,
+  )
   try {
     const { health, spawn } = await measureSpawn(ctx)
     const rounds = await measureRounds(ctx, health)

@@ -36,7 +36,9 @@ function originOf(url: string, name: string): string {
   if (url.startsWith('node:')) return 'node core'
   const pkg = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]
   if (pkg !== undefined) return pkg
-  return relative(root, fileURLToPath(url)).replace(/^dist\//, '').replace(/\/[^/]*$/, '/')
+  return relative(root, fileURLToPath(url))
+    .replace(/^dist\//, '')
+    .replace(/\/[^/]*$/, '/')
 }
 
 /** summarise returns the self time of every function in profile, largest first. */
@@ -46,7 +48,10 @@ function summarise(profile: CPUProfile): SelfTime[] {
   profile.samples.forEach((id, i) => {
     const frame = frames.get(id)
     if (frame === undefined) return
-    const where = frame.url === '' ? '' : `${frame.url.startsWith('file:') ? relative(root, fileURLToPath(frame.url)) : frame.url}:${frame.lineNumber + 1}`
+    const where =
+      frame.url === ''
+        ? ''
+        : `${frame.url.startsWith('file:') ? relative(root, fileURLToPath(frame.url)) : frame.url}:${frame.lineNumber + 1}`
     const name = frame.functionName === '' ? '(anonymous)' : frame.functionName
     const key = `${name} ${where}`
     const entry = byFunction.get(key) ?? { name, where, origin: originOf(frame.url, name), us: 0 }
@@ -60,10 +65,13 @@ function printSummary(entries: SelfTime[], top: number): void {
   const total = entries.reduce((sum, e) => sum + e.us, 0)
   const busy = total - (entries.find((e) => e.name === '(idle)')?.us ?? 0)
   const percent = (us: number) => `${((100 * us) / busy).toFixed(1)}%`
-  console.log(`\nself time, % of non-idle samples (${(busy / 1e6).toFixed(1)} s busy of ${(total / 1e6).toFixed(1)} s)\n`)
+  console.log(
+    `\nself time, % of non-idle samples (${(busy / 1e6).toFixed(1)} s busy of ${(total / 1e6).toFixed(1)} s)\n`,
+  )
   console.log('| self | function | where |')
   console.log('| ---: | --- | --- |')
-  for (const e of entries.filter((e) => e.name !== '(idle)').slice(0, top)) console.log(`| ${percent(e.us)} | ${e.name} | ${e.where} |`)
+  for (const e of entries.filter((e) => e.name !== '(idle)').slice(0, top))
+    console.log(`| ${percent(e.us)} | ${e.name} | ${e.where} |`)
   const origins = new Map<string, number>()
   for (const e of entries) if (e.name !== '(idle)') origins.set(e.origin, (origins.get(e.origin) ?? 0) + e.us)
   console.log('\n| self | whose code |')
@@ -98,7 +106,14 @@ async function main(): Promise<number> {
     await waitForOK(service, url)
     const seconds = Number(values.seconds)
     say(`profiling under ${tool} for ${seconds} s${pinned ? ', service on CPU 0, load on CPU 1' : ''}`)
-    const result = await runLoad({ tool, url, connections: Number(values.connections), seconds, cpu: pinned ? 1 : undefined, wrkScript: writeWrkScript(dir) })
+    const result = await runLoad({
+      tool,
+      url,
+      connections: Number(values.connections),
+      seconds,
+      cpu: pinned ? 1 : undefined,
+      wrkScript: writeWrkScript(dir),
+    })
     say(`${result.rps.toFixed(0)} req/s under the profiler`)
   } finally {
     await stopServer(service)

@@ -54,7 +54,9 @@ const targets = { throughput: 0.85, p99: 1.5, spawn: 1.5, rssOverBareMiB: 25, so
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? Number.NaN)
+    : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2
 }
 
 /**
@@ -89,9 +91,13 @@ export function printReport(m: Measurements, say: (line: string) => void): boole
   say('')
   say(`- Machine: ${machine.cpu}; Node ${machine.node}; ${machine.date}`)
   say(`- Commit: ${machine.commit}; measured: ${relative(process.cwd(), settings.service)}`)
-  say(`- Load: ${machine.tool}, ${settings.connections} connections, ${machine.pinned ? 'server on CPU 0, load generator on CPU 1 (taskset)' : 'not pinned'}`)
+  say(
+    `- Load: ${machine.tool}, ${settings.connections} connections, ${machine.pinned ? 'server on CPU 0, load generator on CPU 1 (taskset)' : 'not pinned'}`,
+  )
   say(`- Command: npm run bench${settings.argv.length > 0 ? ` -- ${settings.argv.join(' ')}` : ''}`)
-  say(`- Rounds: ${settings.rounds} × ${settings.seconds} s each after a ${settings.warmupSeconds} s warm-up; soak ${settings.soakSeconds} s`)
+  say(
+    `- Rounds: ${settings.rounds} × ${settings.seconds} s each after a ${settings.warmupSeconds} s warm-up; soak ${settings.soakSeconds} s`,
+  )
   say('')
   const throughput = printRounds(m, say)
   say('')
@@ -139,7 +145,10 @@ function printRounds(m: Measurements, say: (line: string) => void) {
   say(`| median | ${columns.map(([, pick, digits]) => fixed(medianOf(pick), digits)).join(' | ')} |`)
   const throughput = m.rounds.map((r) => ratio(r.service.rps, r.bare.rps))
   const disturbed = m.rounds.filter(isDisturbed).length
-  if (disturbed > 0) say(`\n*: ${disturbed} of ${m.rounds.length} rounds gave a server under 0.9 of its CPU: other processes took turns on it, or the load generator could not keep it busy`)
+  if (disturbed > 0)
+    say(
+      `\n*: ${disturbed} of ${m.rounds.length} rounds gave a server under 0.9 of its CPU: other processes took turns on it, or the load generator could not keep it busy`,
+    )
   return {
     rps: median(throughput),
     min: Math.min(...throughput),
@@ -162,7 +171,8 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
       '/health throughput (median of same-round ratios; their range)',
       '',
       '',
-      `${fixed(throughput.rps, 3)}× (${fixed(throughput.min, 2)}–${fixed(throughput.max, 2)})`,       `≥ ${targets.throughput}×`,
+      `${fixed(throughput.rps, 3)}× (${fixed(throughput.min, 2)}–${fixed(throughput.max, 2)})`,
+      `≥ ${targets.throughput}×`,
       check(throughput.rps >= targets.throughput),
     ],
     [
@@ -173,11 +183,39 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
       `≤ ${targets.p99}×`,
       check(Number.isFinite(throughput.p99) ? throughput.p99 <= targets.p99 : undefined),
     ],
-    ['requests per server CPU-second (median of same-round ratios)', '', '', `${fixed(throughput.perCPUSecond, 3)}×`, '', ''],
-    ['spawn to first 200, ms (medians; median of same-pair ratios)', spawnService.toFixed(1), spawnBare.toFixed(1), `${spawnRatio.toFixed(2)}×`, `≤ ${targets.spawn}×`, check(spawnRatio <= targets.spawn)],
+    [
+      'requests per server CPU-second (median of same-round ratios)',
+      '',
+      '',
+      `${fixed(throughput.perCPUSecond, 3)}×`,
+      '',
+      '',
+    ],
+    [
+      'spawn to first 200, ms (medians; median of same-pair ratios)',
+      spawnService.toFixed(1),
+      spawnBare.toFixed(1),
+      `${spawnRatio.toFixed(2)}×`,
+      `≤ ${targets.spawn}×`,
+      check(spawnRatio <= targets.spawn),
+    ],
     ['`node -e 0`, spawn to exit, ms (median)', '', median(m.spawn.node).toFixed(1), '', '', ''],
-    ['RSS idle, MiB', m.rssIdle.service.toFixed(1), m.rssIdle.bare.toFixed(1), `+${(m.rssIdle.service - m.rssIdle.bare).toFixed(1)}`, '', ''],
-    ['RSS after the rounds, MiB', m.rssAfterLoad.service.toFixed(1), m.rssAfterLoad.bare.toFixed(1), `+${rssOver.toFixed(1)}`, `≤ bare + ${targets.rssOverBareMiB}`, check(rssOver <= targets.rssOverBareMiB)],
+    [
+      'RSS idle, MiB',
+      m.rssIdle.service.toFixed(1),
+      m.rssIdle.bare.toFixed(1),
+      `+${(m.rssIdle.service - m.rssIdle.bare).toFixed(1)}`,
+      '',
+      '',
+    ],
+    [
+      'RSS after the rounds, MiB',
+      m.rssAfterLoad.service.toFixed(1),
+      m.rssAfterLoad.bare.toFixed(1),
+      `+${rssOver.toFixed(1)}`,
+      `≤ bare + ${targets.rssOverBareMiB}`,
+      check(rssOver <= targets.rssOverBareMiB),
+    ],
     soakRow('RSS', m.soak.rss, check),
     m.soak.heap === undefined
       ? ['heap used over the soak', 'n/a: no /debug/vars on DEBUG_ADDR', '', '', '', '']

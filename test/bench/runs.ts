@@ -74,7 +74,14 @@ interface Target {
 async function load(ctx: Context, { server, port }: Target, seconds: number): Promise<Run> {
   const url = `http://127.0.0.1:${port}/health`
   const before = readCPUSeconds(server.pid)
-  const result = await runLoad({ tool: ctx.tool, url, connections: ctx.settings.connections, seconds, cpu: ctx.loadCPU, wrkScript: ctx.wrkScript })
+  const result = await runLoad({
+    tool: ctx.tool,
+    url,
+    connections: ctx.settings.connections,
+    seconds,
+    cpu: ctx.loadCPU,
+    wrkScript: ctx.wrkScript,
+  })
   const cpu = readCPUSeconds(server.pid) - before
   // Per second the tool says it loaded the server: its start-up (autocannon's is 0.2 s of node)
   // leaves the server idle, and its run may outlast the nominal seconds.
@@ -128,16 +135,23 @@ async function stopService(ctx: Context, service: CountedService): Promise<LogCh
   const received = Number(readFileSync(service.countFile, 'utf8'))
   const lines = await countLogLines(service.logFile)
   const { name, answered } = service
-  ctx.say(`${name}: access-log lines ${lines.requests}; requests received ${received}; answered to the bench ${answered}`)
-  if (lines.invalid > 0) throw new Error(`${lines.invalid} log lines are not JSON: torn or interleaved writes (${service.logFile})`)
+  ctx.say(
+    `${name}: access-log lines ${lines.requests}; requests received ${received}; answered to the bench ${answered}`,
+  )
+  if (lines.invalid > 0)
+    throw new Error(`${lines.invalid} log lines are not JSON: torn or interleaved writes (${service.logFile})`)
   if (lines.requests !== received) {
-    throw new Error(`the service received ${received} requests but wrote ${lines.requests} access-log lines (${service.logFile})`)
+    throw new Error(
+      `the service received ${received} requests but wrote ${lines.requests} access-log lines (${service.logFile})`,
+    )
   }
   // If the counter missed requests (say a future node stops publishing the channel), both counts
   // could agree on too little; the bench's own total catches that.
   const unanswered = service.runs * ctx.settings.connections
   if (received < answered || received > answered + unanswered) {
-    throw new Error(`the counter says ${received} requests, but the bench had ${answered} answered (+ up to ${unanswered} in flight)`)
+    throw new Error(
+      `the counter says ${received} requests, but the bench had ${answered} answered (+ up to ${unanswered} in flight)`,
+    )
   }
   rmSync(service.logFile) // up to gigabytes, in RAM: kept only when a check failed
   return { name, lines: lines.requests, received, answered }
@@ -146,7 +160,8 @@ async function stopService(ctx: Context, service: CountedService): Promise<LogCh
 /** checkSameResponse throws unless the bare server answers with the service's header names and body length. */
 function checkSameResponse(service: HealthResponse, bare: HealthResponse): void {
   const names = (res: HealthResponse) => Object.keys(res.headers).sort().join(', ')
-  if (names(service) !== names(bare)) throw new Error(`header names differ: service ${names(service)}; bare ${names(bare)}`)
+  if (names(service) !== names(bare))
+    throw new Error(`header names differ: service ${names(service)}; bare ${names(bare)}`)
   if (Math.abs(service.body.length - bare.body.length) > 16) throw new Error('the bare body is not the service body')
 }
 
@@ -161,7 +176,12 @@ function format(n: number): string {
 export async function measureRounds(ctx: Context, health: HealthResponse) {
   const service = await startService(ctx, 'rounds')
   const barePort = await findFreePort()
-  const bare = startServer({ script: bareMain, args: bareArgs(barePort, health), nodeArgs: ['--import', counter], cpu: ctx.serverCPU })
+  const bare = startServer({
+    script: bareMain,
+    args: bareArgs(barePort, health),
+    nodeArgs: ['--import', counter],
+    cpu: ctx.serverCPU,
+  })
   ctx.servers.add(bare)
   const bareHealth = await waitForOK(bare, `http://127.0.0.1:${barePort}/health`)
   checkSameResponse(await readURL(`http://127.0.0.1:${service.port}/health`), bareHealth)
@@ -179,9 +199,13 @@ export async function measureRounds(ctx: Context, health: HealthResponse) {
     // Who goes first alternates (service, bare, bare, service, ...) so a drift in the machine's
     // speed within a round does not always favour the same side.
     const round =
-      i % 2 === 1 ? { service: await onService(seconds), bare: await onBare(seconds) } : { bare: await onBare(seconds), service: await onService(seconds) }
+      i % 2 === 1
+        ? { service: await onService(seconds), bare: await onBare(seconds) }
+        : { bare: await onBare(seconds), service: await onService(seconds) }
     rounds.push(round)
-    ctx.say(`round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}`)
+    ctx.say(
+      `round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}`,
+    )
   }
   const rssAfterLoad = { service: readRSS(service.server.pid), bare: readRSS(bare.pid) }
 
@@ -218,7 +242,9 @@ export async function measureSoak(ctx: Context): Promise<{ soak: Measurements['s
     if (answered) service.answered++
     return { rss: readRSS(service.server.pid), heap }
   }
-  ctx.say(`soak: ${ctx.settings.warmupSeconds} s warm-up, then ${ctx.settings.soakSeconds} s, memory sampled every second`)
+  ctx.say(
+    `soak: ${ctx.settings.warmupSeconds} s warm-up, then ${ctx.settings.soakSeconds} s, memory sampled every second`,
+  )
   await loadService(ctx, service, ctx.settings.warmupSeconds)
   const run = loadService(ctx, service, ctx.settings.soakSeconds)
   let done = false
@@ -237,7 +263,11 @@ export async function measureSoak(ctx: Context): Promise<{ soak: Measurements['s
   ctx.say(`soak RSS, MiB, every second: ${samples.map((s) => s.rss.toFixed(0)).join(' ')}`)
   ctx.say(`soak heap used, MiB, every second: ${heap.map((h) => (h === undefined ? '-' : h.toFixed(0))).join(' ')}`)
   return {
-    soak: { rss: samples.map((s) => s.rss), heap: heap.every((h) => h !== undefined) ? heap : undefined, rps: result.rps },
+    soak: {
+      rss: samples.map((s) => s.rss),
+      heap: heap.every((h) => h !== undefined) ? heap : undefined,
+      rps: result.rps,
+    },
     logCheck,
   }
 }

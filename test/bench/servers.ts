@@ -51,7 +51,9 @@ export interface HealthResponse {
 export function startServer(options: ServerOptions): ServerProcess {
   const nodeArgs = [...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])]
   const [command, args] =
-    options.cpu === undefined ? [process.execPath, nodeArgs] : ['taskset', ['-c', String(options.cpu), process.execPath, ...nodeArgs]]
+    options.cpu === undefined
+      ? [process.execPath, nodeArgs]
+      : ['taskset', ['-c', String(options.cpu), process.execPath, ...nodeArgs]]
   const stdout = options.stdoutFile === undefined ? 'ignore' : openSync(options.stdoutFile, 'w')
   const child = spawn(command, args, {
     // PATH alone, so nothing inherited changes start-up (NODE_EXTRA_CA_CERTS costs node 30 ms here),
@@ -76,7 +78,9 @@ export async function waitForOK(server: ServerProcess, url: string, timeoutMs = 
   const deadline = performance.now() + timeoutMs
   for (;;) {
     if (server.child.exitCode !== null || server.child.signalCode !== null) {
-      throw new Error(`server exited (${server.child.exitCode ?? server.child.signalCode}) before answering ${url}: ${server.stderr()}`)
+      throw new Error(
+        `server exited (${server.child.exitCode ?? server.child.signalCode}) before answering ${url}: ${server.stderr()}`,
+      )
     }
     try {
       const res = await readURL(url)
