@@ -1,5 +1,9 @@
 import { readFileSync } from 'node:fs'
 
+// What the build writes (npm run build: tsc, then cmd/stamp) sits in dist/, beside the compiled code;
+// the sources, run directly (npm run dev, npm test), read the same files there.
+const buildDir = new URL(import.meta.url.endsWith('.ts') ? '../dist/' : '../', import.meta.url)
+
 /** BuildInfo is what the build knows about itself; unknown values are null, never guessed. */
 export interface BuildInfo {
   readonly service: string
@@ -46,7 +50,7 @@ export function newBuildInfo(
  * readBuildInfo reads the build-info.json that `npm run build` writes next to the compiled code.
  * It throws when the file is missing or malformed: the service must not start with made-up facts.
  */
-export function readBuildInfo(file = new URL('../build-info.json', import.meta.url)): BuildInfo {
+export function readBuildInfo(file = new URL('build-info.json', buildDir)): BuildInfo {
   const info: unknown = JSON.parse(readFileSync(file, 'utf8'))
   if (!isBuildInfo(info)) throw new Error(`${file.pathname} is not valid build info`)
   return Object.freeze(info)

@@ -10,7 +10,7 @@ import { newRoutes, type RouteDeps, type Routes } from '../internal/routes.ts'
 import { run } from '../internal/run.ts'
 import { newLogSink, type Service, startService } from './service.ts'
 
-const dist = new URL('../', import.meta.url)
+const dist = new URL('../dist/', import.meta.url)
 const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
 const fileName = (extension: string) =>
   new RegExp(`^attachment; filename="kickstart-node-\\d{8}T\\d{6}Z\\.${extension}"$`)

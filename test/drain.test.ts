@@ -9,7 +9,7 @@ import { it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { newLogSink } from './service.ts'
 
-const main = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
+const main = fileURLToPath(new URL('../cmd/server/main.ts', import.meta.url))
 const clients = 16
 
 interface Outcome {

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { startService } from './service.ts'
 
-const healthcheck = fileURLToPath(new URL('../cmd/healthcheck/main.js', import.meta.url))
+const healthcheck = fileURLToPath(new URL('../cmd/healthcheck/main.ts', import.meta.url))
 
 /** check runs the healthcheck with env and resolves with its exit code and output. */
 function check(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {

@@ -5,7 +5,7 @@ import { formatDuration } from '../internal/health.ts'
 import { newRoutes, type Routes } from '../internal/routes.ts'
 import { startService } from './service.ts'
 
-const dist = new URL('../', import.meta.url)
+const dist = new URL('../dist/', import.meta.url)
 const pkg = JSON.parse(readFileSync(new URL('../package.json', dist), 'utf8')) as { name: string; version: string }
 const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
 const spanId = /^[0-9a-f]{16}$/

@@ -11,7 +11,7 @@ import { parseAllDocuments } from 'yaml'
 import { type Config, defaults, parseConfig } from '../internal/config.ts'
 import { startService } from './service.ts'
 
-const root = new URL('../../', import.meta.url)
+const root = new URL('../', import.meta.url)
 const folder = new URL('deploy/kubernetes/', root)
 // What the process needs after SHUTDOWN_TIMEOUT at worst (cut connections, flush logs, exit) and
 // what the kubelet needs to deliver SIGTERM; the drain must end this long before SIGKILL.

@@ -10,7 +10,7 @@ import { newDebugRoutes } from '../internal/debug.ts'
 import { newRoutes, type Routes } from '../internal/routes.ts'
 import { type Service, startService } from './service.ts'
 
-const dist = new URL('../', import.meta.url)
+const dist = new URL('../dist/', import.meta.url)
 const spec = parse(readFileSync(new URL('openapi.yaml', dist), 'utf8')) as OpenAPIV3_1.Document
 const pkg = JSON.parse(readFileSync(new URL('../package.json', dist), 'utf8')) as { version: string }
 const specId = 'https://kickstart.test/openapi.json'

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { type LogLine, newLogSink } from './service.ts'
 
-const main = fileURLToPath(new URL('../cmd/server/main.js', import.meta.url))
+const main = fileURLToPath(new URL('../cmd/server/main.ts', import.meta.url))
 
 interface Child {
   child: ChildProcess

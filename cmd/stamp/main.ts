@@ -1,10 +1,11 @@
-// stamp runs after tsc in `npm run build`: it writes dist/build-info.json (what /health reports)
-// and copies openapi.yaml into dist/, so dist/ holds everything the service reads at start-up.
+// stamp writes what the service reads at start-up into dist/: build-info.json (what /health reports)
+// and openapi.yaml. `npm run build` runs it after tsc; `npm test` and `npm run dev` run it too, as
+// the sources then read the same files from dist/.
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { type Git, newBuildInfo } from '../../internal/build-info.ts'
 
-const root = new URL('../../../', import.meta.url)
+const root = new URL('../../', import.meta.url)
 const dist = new URL('dist/', root)
 
 function git(...args: string[]): string {
@@ -23,7 +24,15 @@ function readGit(): Git | null {
   }
 }
 
+/** write replaces file through a temporary one, so a reader never sees half a file. */
+function write(name: string, data: string | Buffer) {
+  const file = new URL(name, dist)
+  const partial = new URL(`${name}.${process.pid}.partial`, dist)
+  writeFileSync(partial, data)
+  renameSync(partial, file)
+}
+
 const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { name: string; version?: string }
-const info = newBuildInfo(pkg, process.env, readGit())
-writeFileSync(new URL('build-info.json', dist), `${JSON.stringify(info, null, 2)}\n`)
-copyFileSync(new URL('openapi.yaml', root), new URL('openapi.yaml', dist))
+mkdirSync(dist, { recursive: true })
+write('build-info.json', `${JSON.stringify(newBuildInfo(pkg, process.env, readGit()), null, 2)}\n`)
+write('openapi.yaml', readFileSync(new URL('openapi.yaml', root)))
