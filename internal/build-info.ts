@@ -1,9 +1,5 @@
 import { readFileSync } from 'node:fs'
 
-// What the build writes (npm run build: tsc, then cmd/stamp) sits in dist/, beside the compiled code;
-// the sources, run directly (npm run dev, npm test), read the same files there.
-const buildDir = new URL(import.meta.url.endsWith('.ts') ? '../dist/' : '../', import.meta.url)
-
 /** BuildInfo is what the build knows about itself; unknown values are null, never guessed. */
 export interface BuildInfo {
   readonly service: string
@@ -47,13 +43,22 @@ export function newBuildInfo(
 }
 
 /**
- * readBuildInfo reads the build-info.json that `npm run build` writes next to the compiled code.
- * It throws when the file is missing or malformed: the service must not start with made-up facts.
+ * buildDir is where `npm run build` (tsc, then cmd/stamp) writes build-info.json and openapi.yaml:
+ * dist/, beside the compiled code. The sources, run directly (npm run dev, npm test), read the
+ * same files there, so both ways the service reports the same facts and serves the same spec.
  */
-export function readBuildInfo(file = new URL('build-info.json', buildDir)): BuildInfo {
-  const info: unknown = JSON.parse(readFileSync(file, 'utf8'))
-  if (!isBuildInfo(info)) throw new Error(`${file.pathname} is not valid build info`)
-  return Object.freeze(info)
+export const buildDir = new URL(import.meta.url.endsWith('.ts') ? '../dist/' : '../', import.meta.url)
+
+/**
+ * readBuild reads what the build wrote into dir: the build facts and the spec the service serves.
+ * It throws when either is missing or malformed: the service must not start with made-up facts or
+ * without its contract.
+ */
+export function readBuild(dir: URL): { build: BuildInfo; spec: Buffer } {
+  const file = new URL('build-info.json', dir)
+  const build: unknown = JSON.parse(readFileSync(file, 'utf8'))
+  if (!isBuildInfo(build)) throw new Error(`${file.pathname} is not valid build info`)
+  return { build: Object.freeze(build), spec: readFileSync(new URL('openapi.yaml', dir)) }
 }
 
 function isBuildInfo(value: unknown): value is BuildInfo {

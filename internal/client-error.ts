@@ -1,5 +1,7 @@
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { lastResponse } from './connections.ts'
 import type { Logger } from './log.ts'
 
 // What Node's parser reports, and what the client is told. Everything else is a 400.
@@ -45,9 +47,7 @@ export function newLogLimiter(limit: number, windowMs: number, now = () => perfo
         return undefined
       }
       used++
-      const before = dropped
-      dropped = 0
-      return before
+      return this.dropped()
     },
     dropped() {
       const before = dropped
@@ -58,51 +58,61 @@ export function newLogLimiter(limit: number, windowMs: number, now = () => perfo
 }
 
 /**
- * handleClientError answers what Node's parser rejects before a request exists (malformed syntax,
- * oversized headers, header timeouts), writing a problem+json response straight to the socket with
- * `Connection: close`, then closing it. Clients that reset or close mid-request are dropped
- * quietly; the rest are logged, one line each, through limiter so a flood cannot flood the logs.
- * It never throws.
+ * handleClientError answers what Node's parser rejects outside a handler (malformed syntax,
+ * oversized headers, header timeouts) with a problem+json response written straight to the socket,
+ * then releases the socket whatever the client does. It writes nothing where an answer would be one
+ * the client cannot expect: in the middle of a response, after the answer to the request the bad
+ * bytes belong to, or after a response that announced the connection's close. Clients that reset
+ * or leave mid-request are dropped quietly; the rest are logged through limiter. It never throws.
  */
 export function handleClientError(log: Logger, limiter: LogLimiter, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
-      socket.destroy()
-      return
-    }
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) return void socket.destroy()
     const status = statusByCode[err.code ?? ''] ?? 400
-    // A response may be under way on this socket (a bad chunk in a body the handler is reading):
-    // a second status line in the middle of it would corrupt it, and closing is the only clean
-    // answer. After a complete response, the error answer can follow it.
-    const current = (socket as Duplex & { _httpMessage?: { headersSent: boolean; writableEnded: boolean } | null })
-      ._httpMessage
     const requestId = newId()
-    if (current?.headersSent && !current.writableEnded) socket.destroy()
-    else socket.end(rawProblem(status, requestId))
+    if (isUnexpected(lastResponse(socket as Socket))) socket.destroy()
+    else respond(socket, rawProblem(status, requestId))
     // A client that closes in the middle of its request went away; like a reset, that is not news.
     if (err.code === 'HPE_INVALID_EOF_STATE') return
     logRejected(log, limiter, socket, { status, code: err.code, requestId })
   }
 }
 
+/**
+ * isUnexpected tells whether an answer now, after last (the latest request on the connection),
+ * is one the client cannot expect: a second status line in the middle of a response, an answer to
+ * a request already answered (the bad bytes are its body), or an answer on a connection whose
+ * close was announced, where no further request is processed (RFC 9112 §9.6).
+ */
+function isUnexpected(last: ServerResponse | undefined): boolean {
+  if (last === undefined) return false
+  if (last.headersSent && (!last.writableEnded || !last.req.complete)) return true
+  return last.req.complete && !last.shouldKeepAlive
+}
+
 /** handleConnect refuses CONNECT, which Node hands to a separate event instead of the router. */
 export function handleConnect(log: Logger, limiter: LogLimiter, newId: () => string) {
   return (_req: unknown, socket: Duplex): void => {
     const requestId = newId()
-    socket.end(rawProblem(405, requestId, 'Allow: GET, HEAD\r\n'))
+    respond(socket, rawProblem(405, requestId, 'Allow: GET, HEAD\r\n'))
     logRejected(log, limiter, socket, { status: 405, code: 'CONNECT', requestId })
   }
 }
 
-function logRejected(
-  log: Logger,
-  limiter: LogLimiter,
-  socket: Duplex,
-  fields: { status: number; code: string | undefined; requestId: string },
-) {
+/**
+ * respond writes answer and releases the socket once it is handed to the kernel: the server's
+ * sockets are half-open, so end() alone would keep the descriptor until the client closes, which
+ * an attacker never does.
+ */
+function respond(socket: Duplex, answer: string) {
+  socket.write(answer)
+  ;(socket as Socket).destroySoon()
+}
+
+function logRejected(log: Logger, limiter: LogLimiter, socket: Duplex, fields: Record<string, unknown>) {
   const dropped = limiter.take()
   if (dropped === undefined) return
-  const remoteAddr = (socket as Duplex & { remoteAddress?: string }).remoteAddress
+  const remoteAddr = (socket as Socket).remoteAddress
   log.warn({ ...fields, remoteAddr, dropped: dropped > 0 ? dropped : undefined }, 'rejected malformed request')
 }
 

@@ -1,11 +1,13 @@
 import type { BuildInfo } from './build-info.ts'
-import { sendProblem } from './problem.ts'
-import type { Handler } from './routes.ts'
+import { sendProblem } from './json.ts'
+import type { Readiness } from './lifecycle.ts'
+import type { Handler } from './router.ts'
 
 /**
  * handleHealth answers liveness probes and people: the service, its version and build provenance,
- * when it started and for how long it has run. Everything but the uptime is serialised once here.
- * It stays 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
+ * when it started and for how long it has run. It never asks a dependency: liveness failing restarts
+ * the pod, and a restart cures nothing when the database is down (README.md, Dependencies). It stays
+ * 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
  */
 export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
   const started = startedAt.getTime()
@@ -36,16 +38,20 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
 }
 
 /**
- * handleReady answers readiness probes: 200 while the service takes traffic, 503 from the moment
- * shutdown begins, so load balancers stop sending before the listener closes.
+ * handleReady answers readiness probes: 503 from the moment shutdown begins, so load balancers stop
+ * sending before the listener closes; otherwise 200 when every registered check passes, and 503
+ * naming the failing checks when one does not.
  */
-export function handleReady(isDraining: () => boolean): Handler {
+export function handleReady(lifecycle: { readonly draining: boolean; readiness(): Promise<Readiness> }): Handler {
   const body = '{"status":"ready"}'
   const headers = { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' }
-  const problemHeaders = { 'cache-control': 'no-store' }
-  return (_req, res) => {
-    if (isDraining()) return sendProblem(res, 503, 'The service is shutting down.', problemHeaders)
-    res.writeHead(200, headers).end(body)
+  const noStore = { 'cache-control': 'no-store' }
+  return async (_req, res) => {
+    if (lifecycle.draining) return sendProblem(res, 503, 'The service is shutting down.', noStore)
+    const readiness = await lifecycle.readiness()
+    if (readiness.ok) return void res.writeHead(200, headers).end(body)
+    const names = readiness.failing.map((check) => check.name).join(', ')
+    sendProblem(res, 503, `Not ready: ${names}.`, noStore, { checks: readiness.failing })
   }
 }
 

@@ -1,12 +1,18 @@
 import type { Logger } from './log.ts'
 
 /**
- * ShutdownHook releases one resource (a database pool, a queue client). It gets a signal that
- * aborts when the shutdown deadline passes; a hook still running then is abandoned and reported.
+ * ShutdownHook releases one resource (a database, a queue client). It gets a signal that aborts
+ * when the shutdown deadline passes; a hook still running then is abandoned and reported.
  */
 export type ShutdownHook = (signal: AbortSignal) => unknown
 
-/** Lifecycle is what the service's own code sees of start-up and shutdown. */
+/**
+ * ReadyCheck tells whether a dependency can serve: it resolves when it can and throws or rejects,
+ * with a message that names no secret, when it cannot. signal aborts at the check's timeout.
+ */
+export type ReadyCheck = (signal: AbortSignal) => unknown
+
+/** Lifecycle is what the service's own code sees of start-up, readiness and shutdown. */
 export interface Lifecycle {
   /** draining is true from the moment shutdown begins: /ready answers 503 from then on. */
   readonly draining: boolean
@@ -16,75 +22,103 @@ export interface Lifecycle {
    * left before SHUTDOWN_TIMEOUT, each logged with its duration.
    */
   onShutdown(name: string, hook: ShutdownHook): void
+  /** addCheck registers a readiness check that /ready runs (README.md, Dependencies). */
+  addCheck(name: string, check: ReadyCheck): void
 }
 
-/** HookResult says whether every hook finished in time and without error, and which did not. */
-export interface HookResult {
-  ok: boolean
-  unfinished: string[]
-}
+/** Readiness is the outcome of the checks: the names of the failing ones with why, or none. */
+export type Readiness = { ok: true } | { ok: false; failing: { name: string; reason: string }[] }
 
-/** newLifecycle returns a Lifecycle and the controls run() uses to drive it. */
-export function newLifecycle(): Lifecycle & {
-  beginDrain(): void
-  runHooks(log: Logger, deadline: number): Promise<HookResult>
-} {
+// A check that takes longer than a readiness probe's default timeout (1 s) might as well fail;
+// the outcome is reused for a second, so a storm of probes costs one round of checks.
+const checkTimeoutMs = 800
+const cacheMs = 1000
+
+/** newLifecycle returns a Lifecycle and the controls run() and /ready use to drive it. */
+export function newLifecycle() {
   let draining = false
   const hooks: { name: string; hook: ShutdownHook }[] = []
+  const checks: { name: string; check: ReadyCheck }[] = []
+  let cached: { at: number; outcome: Promise<Readiness> } | undefined
   return {
     get draining() {
       return draining
     },
-    onShutdown(name, hook) {
+    onShutdown(name: string, hook: ShutdownHook) {
       hooks.push({ name, hook })
+    },
+    addCheck(name: string, check: ReadyCheck) {
+      checks.push({ name, check })
     },
     beginDrain() {
       draining = true
     },
-    /** runHooks runs the hooks in reverse order until deadline, a performance.now() timestamp. */
-    async runHooks(log, deadline) {
-      const result: HookResult = { ok: true, unfinished: [] }
+    /** readiness runs every check at once, each within checkTimeoutMs, or reuses the last outcome. */
+    readiness(): Promise<Readiness> {
+      if (checks.length === 0) return Promise.resolve({ ok: true })
+      const now = performance.now()
+      if (cached === undefined || now - cached.at >= cacheMs) cached = { at: now, outcome: runChecks(checks) }
+      return cached.outcome
+    },
+    /**
+     * runHooks runs the hooks in reverse order until deadline, a performance.now() timestamp, and
+     * returns the names of those that failed, timed out or never started for lack of time.
+     */
+    async runHooks(log: Logger, deadline: number): Promise<string[]> {
+      const failed: string[] = []
       let expired = false
       for (const { name, hook } of hooks.toReversed()) {
-        const remaining = deadline - performance.now()
-        // Once one hook has used up the time, the rest do not start: a timer may fire a fraction
-        // of a millisecond early, and a hook must not run in that sliver.
-        if (expired || remaining <= 0) {
-          result.ok = false
-          result.unfinished.push(name)
+        // Once one hook has used up the time, the rest do not start.
+        if (expired || deadline - performance.now() <= 0) {
+          failed.push(name)
           continue
         }
         const started = performance.now()
-        // Not AbortSignal.timeout(): its timer is unref'd, so a hook waiting on nothing would let
-        // the process exit mid-shutdown instead of being reported.
-        const controller = new AbortController()
-        const timeout = controller.signal
-        const timer = setTimeout(() => controller.abort(new Error(`shutdown hook ${name} timed out`)), remaining)
-        try {
-          await Promise.race([Promise.resolve().then(() => hook(timeout)), rejectOnAbort(timeout)])
-          log.info({ hook: name, durationMs: elapsed(started) }, 'shutdown hook finished')
-        } catch (err) {
-          result.ok = false
-          if (timeout.aborted) {
-            expired = true
-            result.unfinished.push(name)
-            log.error({ hook: name, durationMs: elapsed(started) }, 'shutdown hook timed out')
-          } else {
-            log.error({ hook: name, durationMs: elapsed(started), err }, 'shutdown hook failed')
-          }
-        } finally {
-          clearTimeout(timer)
+        const outcome = await within(deadline - started, hook, `shutdown hook ${name} timed out`)
+        const fields = { hook: name, durationMs: Math.round(performance.now() - started) }
+        if (outcome.ok) {
+          log.info(fields, 'shutdown hook finished')
+          continue
         }
+        failed.push(name)
+        expired = outcome.timedOut
+        if (expired) log.error(fields, 'shutdown hook timed out')
+        else log.error({ ...fields, err: outcome.err }, 'shutdown hook failed')
       }
-      return result
+      return failed
     },
   }
 }
 
-function rejectOnAbort(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }))
+async function runChecks(checks: { name: string; check: ReadyCheck }[]): Promise<Readiness> {
+  const outcomes = await Promise.all(checks.map(({ check }) => within(checkTimeoutMs, check, 'timed out')))
+  const failing = checks.flatMap(({ name }, i) => {
+    const outcome = outcomes[i]
+    if (outcome === undefined || outcome.ok) return []
+    return [{ name, reason: outcome.err instanceof Error ? outcome.err.message : String(outcome.err) }]
+  })
+  return failing.length === 0 ? { ok: true } : { ok: false, failing }
 }
 
-function elapsed(started: number): number {
-  return Math.round(performance.now() - started)
+type Outcome = { ok: true } | { ok: false; timedOut: boolean; err: unknown }
+
+/**
+ * within runs fn with a signal that aborts after ms, and settles when fn does or at the timeout,
+ * whichever comes first. Not AbortSignal.timeout(): its timer is unref'd, so a hook waiting on
+ * nothing would let the process exit mid-shutdown instead of being reported.
+ */
+async function within(ms: number, fn: (signal: AbortSignal) => unknown, timeoutMessage: string): Promise<Outcome> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(new Error(timeoutMessage)), ms)
+  const aborted = new Promise<never>((_, reject) =>
+    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }),
+  )
+  try {
+    await Promise.race([Promise.resolve().then(() => fn(controller.signal)), aborted])
+    return { ok: true }
+  } catch (err) {
+    return { ok: false, timedOut: controller.signal.aborted, err }
+  } finally {
+    clearTimeout(timer)
+  }
 }

@@ -1,7 +1,7 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
+import { write } from 'node:fs'
 import { createRequire } from 'node:module'
-import type { DestinationStream, Logger } from 'pino'
-import type { BuildInfo } from './build-info.ts'
+import type { Logger } from 'pino'
 import type { LogLevel } from './config.ts'
 import type { TrackedResponse } from './response.ts'
 
@@ -12,119 +12,111 @@ export type { Logger }
 const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino')
 
 // Credentials must never reach the logs, whatever a handler decides to log about a request.
-const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) =>
-  ['headers', 'req.headers', 'res.headers'].map((parent) => `${parent}["${name}"]`),
-)
+const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) => [
+  `headers["${name}"]`,
+  `*.headers["${name}"]`,
+])
+
+/** LogOutput is where log lines go; run() hands it to pino and the access log. */
+export interface LogOutput {
+  write(line: string): void
+  /** onDropped, when set, is told how many lines were dropped once the output keeps up again. */
+  onDropped?: (count: number) => void
+}
 
 /**
- * newLogger returns the root logger: one JSON line per event on stream, level as its label, ISO
- * time, and the service and version on every line. Create it once in run() and pass it down.
+ * newLogger returns the root logger: one JSON line per event on output, level as its label, ISO
+ * time, and base (service, version) on every line. Create it once in run() and pass it down.
  *
  * Given the request context, it is also every request's logger: a line logged while a request is
  * being handled, however deep in the call stack, carries that request's requestId, traceId and
  * spanId, with no child logger created and nothing passed through the calls.
  */
 export function newLogger(
-  stream: DestinationStream,
+  output: LogOutput,
   level: LogLevel,
-  build: Pick<BuildInfo, 'service' | 'version'>,
+  base: Record<string, unknown>,
   context?: AsyncLocalStorage<TrackedResponse>,
 ): Logger {
   return pino(
     {
       level,
-      base: { service: build.service, version: build.version },
+      base,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: redactPaths, censor: '[REDACTED]' },
-      // pino merges the call's fields into what mixin returns, so it must be a new object each
-      // time: logFields builds one per call.
+      // pino merges the call's fields into what mixin returns, so it must be a new object each time.
       mixin: context && (() => context.getStore()?.logFields ?? {}),
     },
-    stream,
+    output,
   )
 }
 
-/** LogOutput is where the log lines go: a pino destination that can be flushed before exit. */
-export type LogOutput = DestinationStream & { flushSync(): void }
-
-/**
- * newLogOutput returns the destination for the service's log lines on file descriptor fd (stdout):
- * the lines written during one turn of the event loop are joined and written together at its end,
- * in one system call, through pino's own synchronous destination, which retries a full pipe rather
- * than drop lines. Under load that batches dozens of access lines per write; when idle a line
- * waits for nothing but the end of the current turn. flushSync writes whatever is pending: main
- * calls it before the process exits, so no line is lost on any exit that goes through run().
- */
-export function newLogOutput(fd = 1): LogOutput {
-  const destination = pino.destination({ dest: fd, sync: true })
-  // A closed stdout (EPIPE) leaves nowhere to report anything; it must not crash the service.
-  destination.on('error', () => {})
-  let pending: string[] = []
-  let scheduled = false
-  function flush() {
-    scheduled = false
-    if (pending.length === 0) return
-    const data = pending.length === 1 ? (pending[0] ?? '') : pending.join('')
-    pending = []
-    destination.write(data)
-  }
-  return {
-    write(line: string) {
-      pending.push(line)
-      if (!scheduled) {
-        scheduled = true
-        setImmediate(flush)
-      }
-    },
-    flushSync() {
-      flush()
-      destination.flushSync()
-    },
-  }
+/** StdoutOutput is the process's LogOutput, with a bounded wait for what is still queued. */
+export interface StdoutOutput extends LogOutput {
+  /** flush resolves once every queued line is written, or after timeoutMs if stdout does not take them. */
+  flush(timeoutMs: number): Promise<void>
 }
 
-type Internals = Record<symbol, unknown>
-
 /**
- * newAccessLog returns the function that writes the access-log line of a finished or aborted
- * response: error for 5xx, warn for 4xx and aborts, info otherwise. The path is logged without its
- * query string, which may carry tokens. A response aborted before its status was sent is logged as
- * 499 (nginx's "client closed request"), never as a status that was not sent.
- *
- * The line is the one pino would write for log[level](fields, 'request'), built directly: fixed
- * shape, the logger's bindings already serialised, the time string made once per millisecond, and
- * JSON escaping only for the two fields a client controls (path and user agent; the others are
- * validated or come from Node). It goes to the logger's own stream, so ordering and flushing stay
- * pino's. That cuts the per-request cost of logging by more than half (BENCHMARKS.md).
+ * newStdoutOutput writes log lines to file descriptor fd without ever blocking the event loop. The
+ * lines of one event-loop turn are joined and written together at its end, through libuv's thread
+ * pool: under load that batches dozens of access lines per system call. When the reader of stdout
+ * stalls, lines queue in memory up to maxQueuedBytes, then new lines are dropped and counted, and
+ * the count is logged once stdout keeps up again: serving, /ready and stop signals never wait for
+ * a log reader (README.md, Logs).
  */
-export function newAccessLog(log: Logger): (res: TrackedResponse) => void {
-  const bindings = (log as unknown as Internals)[pino.symbols.chindingsSym] as string
-  const stream = (log as unknown as Internals)[pino.symbols.streamSym] as DestinationStream
-  let lastMs = -1
-  let time = ''
-  return (res) => {
-    const req = res.req
-    const aborted = res.aborted
-    const status = !aborted || res.headersSent ? res.statusCode : 499
-    const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
-    if (!log.isLevelEnabled(level)) return
-    const now = Date.now()
-    if (now !== lastMs) {
-      lastMs = now
-      time = new Date(now).toISOString()
+export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): StdoutOutput {
+  let pending: string[] = []
+  let queued = 0 // bytes pending or being written, counted as UTF-16 units: close enough for a bound
+  let writing = false
+  let dropped = 0
+  let idle: (() => void)[] = []
+
+  function flush() {
+    if (writing) return
+    if (pending.length === 0) {
+      for (const resolve of idle) resolve()
+      idle = []
+      if (dropped > 0 && output.onDropped) {
+        const count = dropped
+        dropped = 0
+        output.onDropped(count) // logs a line, which schedules the next flush
+      }
+      return
     }
-    const remoteAddr = req.socket.remoteAddress
-    const userAgent = req.headers['user-agent']
-    stream.write(
-      `{"level":"${level}","time":"${time}"${bindings},"method":"${req.method}","path":${JSON.stringify(res.path)}` +
-        `,"status":${status},"bytes":${res.bodyBytes}` +
-        `,"durationMs":${Math.round((performance.now() - res.startedAt) * 1000) / 1000}` +
-        `,"requestId":"${res.requestId}","traceId":"${res.trace.traceId}","spanId":"${res.trace.spanId}"` +
-        (remoteAddr === undefined ? '' : `,"remoteAddr":"${remoteAddr}"`) +
-        (userAgent === undefined ? '' : `,"userAgent":${JSON.stringify(userAgent)}`) +
-        (aborted ? ',"aborted":true' : '') +
-        ',"msg":"request"}\n',
-    )
+    const data = Buffer.from(pending.length === 1 ? (pending[0] ?? '') : pending.join(''))
+    pending = []
+    writing = true
+    send(data, 0)
   }
+  function send(data: Buffer, offset: number) {
+    write(fd, data, offset, data.length - offset, null, (err, written) => {
+      // A non-blocking pipe that is full answers EAGAIN: try again shortly rather than spin.
+      if (err?.code === 'EAGAIN') return void setTimeout(send, 10, data, offset)
+      // Anything else (EPIPE: nobody reads stdout any more) leaves nowhere to report it: drop.
+      if (err === null && offset + written < data.length) return send(data, offset + written)
+      writing = false
+      queued = pending.reduce((sum, line) => sum + line.length, 0)
+      flush()
+    })
+  }
+  const output: StdoutOutput = {
+    write(line) {
+      if (queued + line.length > maxQueuedBytes) {
+        dropped++
+        return
+      }
+      queued += line.length
+      if (pending.push(line) === 1 && !writing) setImmediate(flush)
+    },
+    flush(timeoutMs) {
+      if (pending.length === 0 && !writing) return Promise.resolve()
+      return new Promise((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs)
+        idle.push(() => resolve(clearTimeout(timer)))
+      })
+    },
+  }
+  return output
 }

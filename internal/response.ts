@@ -7,13 +7,10 @@ type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
 /**
  * TrackedResponse is the response decorator, the counterpart of a Go ResponseWriter wrapper: the
  * server creates one per request (`createServer({ ServerResponse: TrackedResponse })`), so it costs
- * no wrapper object, no closure and no lost capability. It counts the body bytes handed to the
- * socket and remembers when the request started; status comes from `statusCode` itself. It adds the
- * headers every response carries. The access log reads it on 'close', and later metrics or tracing
- * hook in here too.
- *
- * A subclass rather than a wrapper function because Node's API asks for one, and because every
- * method it does not override (flushHeaders, writeEarlyHints, pipe targets...) keeps working.
+ * no wrapper object, no closure and no lost capability: every method it does not override
+ * (flushHeaders, writeEarlyHints, pipe targets...) keeps working. It counts the body bytes handed to
+ * the socket, remembers when the request started and which route it matched, and adds the headers
+ * every response carries. The access log and the add-ons' response hooks read it on 'close'.
  */
 export class TrackedResponse extends ServerResponse {
   /** startedAt is performance.now() when the request's headers were parsed. */
@@ -22,14 +19,16 @@ export class TrackedResponse extends ServerResponse {
   requestId = ''
   /** path is the request target's path, without the query string: what routing and logs use. */
   path = ''
+  /** route is the template of the matched route ('/items/{id}'), '' when none matched. */
+  route = ''
   /** trace is the request's W3C trace context. */
   trace: TraceContext = noTrace
-  /** prevInflight and nextInflight link the responses in flight (internal/inflight.ts). */
+  /** prevInflight and nextInflight link the responses in flight (internal/connections.ts). */
   prevInflight: TrackedResponse | undefined = undefined
   nextInflight: TrackedResponse | undefined = undefined
   #written = 0
 
-  /** logFields returns the ids every log line of this request carries. */
+  /** logFields returns the ids every log line of this request carries, a new object each time. */
   get logFields(): { requestId: string; traceId: string; spanId: string } {
     return { requestId: this.requestId, traceId: this.trace.traceId, spanId: this.trace.spanId }
   }
@@ -50,11 +49,9 @@ export class TrackedResponse extends ServerResponse {
   }
 
   /**
-   * writeHead adds the headers every response carries, `X-Request-Id`, `traceparent` and
-   * `X-Content-Type-Options: nosniff`, to the ones the handler gives; the handler does not set them.
-   * Given one headers object, as handlers here do, they join it in a single object that Node
-   * writes on its fast path: setHeader() per header would cost more than the rest of the request's
-   * routing together (BENCHMARKS.md). Implicit headers and header arrays go through setHeader().
+   * writeHead adds `X-Request-Id`, `traceparent` and `X-Content-Type-Options: nosniff` to the
+   * handler's headers. Given one headers object, as handlers here do, they join a copy of it that
+   * Node writes on its fast path; setHeader() per header would cost more than the request's routing.
    */
   override writeHead(statusCode: number, reasonOrHeaders?: string | Headers, maybeHeaders?: Headers): this {
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined
@@ -62,12 +59,7 @@ export class TrackedResponse extends ServerResponse {
     if (this.requestId !== '') {
       const traceparent = formatTraceparent(this.trace)
       if (headers !== undefined && !Array.isArray(headers)) {
-        // Not { ...headers, 'x-request-id': ... }: on Node 20 a spread followed by more properties
-        // takes V8's slow path, about 1 µs here against 30 ns for this.
-        headers = Object.assign({}, headers)
-        headers['x-request-id'] = this.requestId
-        headers.traceparent = traceparent
-        headers['x-content-type-options'] = 'nosniff'
+        headers = { ...headers, 'x-request-id': this.requestId, traceparent, 'x-content-type-options': 'nosniff' }
       } else {
         this.setHeader('x-request-id', this.requestId)
         this.setHeader('traceparent', traceparent)
@@ -86,8 +78,9 @@ export class TrackedResponse extends ServerResponse {
 
   override end(chunk?: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): this {
     // end() writes its chunk through Node's internal write, not this.write, so it is counted once.
-    if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed)
+    if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed) {
       this.#written += byteLength(chunk, encoding)
+    }
     return super.end(chunk, encoding as BufferEncoding, callback)
   }
 }

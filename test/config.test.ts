@@ -1,12 +1,30 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { type Env, parseConfig, parseDuration } from '../internal/config.ts'
+import { declaredRows, readmeTable } from './service.ts'
+import {
+  addressExpected,
+  checkConfig,
+  coreVars,
+  type Env,
+  parseAddress,
+  parseConfig,
+  parseDuration,
+  redactConfig,
+  type Vars,
+} from '../internal/config.ts'
+
+/** parseCore parses env as run() does for the core: every variable, then the checks across them. */
+function parseCore(env: Env) {
+  const { config, problems } = parseConfig(env, coreVars)
+  return { config, problems: [...problems, ...checkConfig(config, env)] }
+}
 
 describe('parseConfig', () => {
-  it('applies the documented defaults to an empty environment', () => {
-    const result = parseConfig({})
+  it('applies the documented defaults to an empty environment, frozen', () => {
+    const result = parseCore({})
     assert.deepEqual(result, {
-      ok: true,
+      problems: [],
       config: {
         port: 8080,
         host: '',
@@ -18,19 +36,42 @@ describe('parseConfig', () => {
         keepAliveTimeoutMs: 65_000,
         maxHeaderBytes: 16_384,
         maxBodyBytes: 1_048_576,
-        debugAddr: null,
       },
     })
-    assert.ok(result.ok && Object.isFrozen(result.config))
-  })
-
-  it('freezes the parsed DEBUG_ADDR too', () => {
-    const result = parseConfig({ DEBUG_ADDR: '127.0.0.1:6060' })
-    assert.ok(result.ok && Object.isFrozen(result.config.debugAddr))
+    assert.ok(Object.isFrozen(result.config))
   })
 
   it('treats an empty value as unset', () => {
-    assert.deepEqual(parseConfig({ PORT: '', LOG_LEVEL: '' }), parseConfig({}))
+    assert.deepEqual(parseCore({ PORT: '', LOG_LEVEL: '' }), parseCore({}))
+  })
+
+  it('matches the README table, variable by variable', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+    assert.deepEqual(readmeTable(readme, '## Configuration'), declaredRows(coreVars))
+  })
+
+  it('never shows a secret value, in a problem or redacted config', () => {
+    const vars = {
+      databaseUrl: {
+        name: 'DATABASE_URL',
+        default: '',
+        parse: (raw: string) => (raw.startsWith('postgres://') ? raw : undefined),
+        expected: 'a postgres:// URL',
+        doc: '',
+        secret: true,
+      },
+      poolSize: {
+        name: 'POOL_SIZE',
+        default: '4',
+        parse: (raw: string) => (/^\d+$/.test(raw) ? Number(raw) : undefined),
+        expected: 'a number',
+        doc: '',
+      },
+    } satisfies Vars
+    const bad = parseConfig({ DATABASE_URL: 'mysql://root:hunter2@db' }, vars)
+    assert.deepEqual(bad.problems, ['Expected `DATABASE_URL` to be a postgres:// URL, got a value that is not'])
+    const good = parseConfig({ DATABASE_URL: 'postgres://app:hunter2@db/app' }, vars)
+    assert.deepEqual(redactConfig(good.config, vars), { databaseUrl: '[REDACTED]', poolSize: 4 })
   })
 
   const valid: [Env, Record<string, unknown>][] = [
@@ -53,19 +94,11 @@ describe('parseConfig', () => {
     [{ MAX_HEADER_SIZE: '32KiB' }, { maxHeaderBytes: 32_768 }],
     [{ MAX_BODY_SIZE: '512B' }, { maxBodyBytes: 512 }],
     [{ MAX_BODY_SIZE: '10MiB' }, { maxBodyBytes: 10_485_760 }],
-    [{ DEBUG_ADDR: '' }, { debugAddr: null }],
-    [{ DEBUG_ADDR: '127.0.0.1:6060' }, { debugAddr: { host: '127.0.0.1', port: 6060 } }],
-    [{ DEBUG_ADDR: 'localhost:6060' }, { debugAddr: { host: 'localhost', port: 6060 } }],
-    [{ DEBUG_ADDR: '[::1]:6060' }, { debugAddr: { host: '::1', port: 6060 } }],
-    [{ DEBUG_ADDR: '[fe80::1%eth0]:6060' }, { debugAddr: { host: 'fe80::1%eth0', port: 6060 } }],
-    [{ DEBUG_ADDR: ':6060' }, { debugAddr: { host: '', port: 6060 } }],
-    [{ DEBUG_ADDR: '127.0.0.1:0' }, { debugAddr: { host: '127.0.0.1', port: 0 } }],
-    [{ DEBUG_ADDR: 'debug.internal:65535' }, { debugAddr: { host: 'debug.internal', port: 65535 } }],
   ]
   for (const [env, expected] of valid) {
     it(`accepts ${JSON.stringify(env)}`, () => {
-      const result = parseConfig(env)
-      assert.ok(result.ok, JSON.stringify(result))
+      const result = parseCore(env)
+      assert.deepEqual(result.problems, [])
       assert.deepEqual({ ...result.config, ...expected }, result.config)
     })
   }
@@ -118,46 +151,18 @@ describe('parseConfig', () => {
       'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`',
     ],
   ]
-  const debugAddrExpected = 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)'
-  for (const value of [
-    '6060',
-    '127.0.0.1',
-    '127.0.0.1:',
-    '::1:6060',
-    '[::1]',
-    '[::1:6060',
-    '[localhost]:6060',
-    'host:65536',
-    'host:-1',
-    'host:6060x',
-    'bad host:6060',
-    'http://127.0.0.1:6060',
-    '127.0.0.1:6060/',
-  ]) {
-    invalid.push([{ DEBUG_ADDR: value }, `Expected \`DEBUG_ADDR\` to be ${debugAddrExpected}, got \`${value}\``])
-  }
   for (const [env, problem] of invalid) {
     it(`rejects ${JSON.stringify(env)}`, () => {
-      assert.deepEqual(parseConfig(env), { ok: false, problems: [problem] })
+      assert.deepEqual(parseCore(env).problems, [problem])
     })
   }
 
   it('reports every invalid variable at once', () => {
-    const result = parseConfig({
-      PORT: 'x',
-      LOG_LEVEL: 'loud',
-      SHUTDOWN_DELAY: '1',
-      SHUTDOWN_TIMEOUT: '2',
-      DEBUG_ADDR: '6060',
-    })
-    assert.equal(result.ok, false)
-    assert.deepEqual(!result.ok && result.problems.map((p) => p.match(/`(\w+)`/)?.[1]), [
-      'PORT',
-      'LOG_LEVEL',
-      'SHUTDOWN_DELAY',
-      'SHUTDOWN_TIMEOUT',
-      'DEBUG_ADDR',
-    ])
+    const result = parseCore({ PORT: 'x', LOG_LEVEL: 'loud', SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '2' })
+    assert.deepEqual(
+      result.problems.map((p) => p.match(/`(\w+)`/)?.[1]),
+      ['PORT', 'LOG_LEVEL', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT'],
+    )
   })
 })
 
@@ -184,4 +189,43 @@ describe('parseDuration', () => {
   for (const [input, expected] of cases) {
     it(`parses ${JSON.stringify(input)} as ${expected}`, () => assert.equal(parseDuration(input), expected))
   }
+})
+
+describe('parseAddress', () => {
+  const valid: [string, unknown][] = [
+    ['', null],
+    ['127.0.0.1:6060', { host: '127.0.0.1', port: 6060 }],
+    ['localhost:6060', { host: 'localhost', port: 6060 }],
+    ['[::1]:6060', { host: '::1', port: 6060 }],
+    ['[fe80::1%eth0]:6060', { host: 'fe80::1%eth0', port: 6060 }],
+    [':6060', { host: '', port: 6060 }],
+    ['127.0.0.1:0', { host: '127.0.0.1', port: 0 }],
+    ['debug.internal:65535', { host: 'debug.internal', port: 65535 }],
+  ]
+  for (const [input, expected] of valid) {
+    it(`reads ${JSON.stringify(input)}`, () => {
+      const address = parseAddress(input)
+      assert.deepEqual(address, expected)
+      if (address) assert.ok(Object.isFrozen(address))
+    })
+  }
+  const invalid = [
+    '6060',
+    '127.0.0.1',
+    '127.0.0.1:',
+    '::1:6060',
+    '[::1]',
+    '[::1:6060',
+    '[localhost]:6060',
+    'host:65536',
+    'host:-1',
+    'host:6060x',
+    'bad host:6060',
+    'http://127.0.0.1:6060',
+    '127.0.0.1:6060/',
+  ]
+  for (const input of invalid) {
+    it(`refuses ${JSON.stringify(input)}`, () => assert.equal(parseAddress(input), undefined))
+  }
+  it('says what it takes', () => assert.match(addressExpected, /^host:port, like 127\.0\.0\.1:6060/))
 })

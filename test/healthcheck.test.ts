@@ -42,9 +42,11 @@ describe('the healthcheck', () => {
   })
 
   it('exits 1 when /health answers anything but 200', async (t) => {
-    const service = await startService(t, {}, () => ({
-      '/health': { GET: (_, res) => void res.writeHead(503).end() },
-    }))
+    const service = await startService(
+      t,
+      {},
+      { routes: () => ({ '/health': { GET: (_, res) => void res.writeHead(503).end() } }) },
+    )
     const result = await check({ PORT: String(service.port) })
     assert.equal(result.code, 1)
     assert.match(result.stdout, /unhealthy: .* answered 503/)

@@ -4,9 +4,8 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { newRoutes } from '../internal/routes.ts'
 import { exchange, routesWithUpload } from './raw.ts'
-import { type Service, startService } from './service.ts'
+import { type Service, startService, withRoutes } from './service.ts'
 
 const H = 'Host: test\r\n'
 const get = (target: string, extra = '') => `GET ${target} HTTP/1.1\r\n${H}${extra}\r\n`
@@ -83,7 +82,7 @@ describe('hostile input', () => {
   let service: Service
   before(async () => {
     const env = { HEADERS_TIMEOUT: '1s', REQUEST_TIMEOUT: '2s', MAX_BODY_SIZE: '1KiB' }
-    service = await startService(undefined, env, routesWithUpload)
+    service = await startService(undefined, env, { routes: routesWithUpload })
   })
   after(async () => assert.equal(await service.stop(), 0))
 
@@ -142,15 +141,20 @@ describe('hostile input', () => {
   it('logs a client that goes away mid-response as aborted', async (t) => {
     let wrote: () => void = () => {}
     const written = new Promise<void>((resolve) => (wrote = resolve))
-    const local = await startService(t, {}, (deps) => ({
-      ...newRoutes(deps),
-      '/stream': {
-        GET: (_req, res) => {
-          res.writeHead(200, { 'content-type': 'text/plain' })
-          res.write('first part', () => wrote())
-        },
+    const local = await startService(
+      t,
+      {},
+      {
+        routes: withRoutes({
+          '/stream': {
+            GET: (_req, res) => {
+              res.writeHead(200, { 'content-type': 'text/plain' })
+              res.write('first part', () => wrote())
+            },
+          },
+        }),
       },
-    }))
+    )
     const socket = connect(local.port, '127.0.0.1')
     await once(socket, 'connect')
     socket.write(get('/stream', 'X-Request-Id: leaves-early\r\n'))

@@ -8,7 +8,8 @@ import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget'
 import { Service } from 'kubernetes-models/v1/Service'
 import { parseAllDocuments } from 'yaml'
-import { type Config, defaults, parseConfig } from '../internal/config.ts'
+import { addOns } from '../cmd/server/main.ts'
+import { checkConfig, coreVars, parseConfig, type Vars } from '../internal/config.ts'
 import { startService } from './service.ts'
 
 const root = new URL('../', import.meta.url)
@@ -39,8 +40,15 @@ const budget = objects.find((o) => o instanceof PodDisruptionBudget)
 const pod = deployment?.spec?.template.spec
 const container = pod?.containers[0]
 const env = Object.fromEntries((container?.env ?? []).map((e) => [e.name, e.value]))
-const parsed = parseConfig(env)
-const config: Config | undefined = parsed.ok ? parsed.config : undefined
+// Every variable the service reads: the core's and those of the add-ons cmd/server/main.ts lists.
+const declared: Vars[] = [coreVars, ...addOns.map((addOn) => addOn.vars as Vars)]
+const parsed = parseConfig(env, coreVars)
+const problems = [
+  ...parsed.problems,
+  ...checkConfig(parsed.config, env),
+  ...declared.flatMap((vars) => parseConfig(env, vars).problems),
+]
+const config = problems.length === 0 ? parsed.config : undefined
 
 describe('the Kubernetes manifests', () => {
   it('are all listed in kustomization.yaml, one Deployment with one container among them', () => {
@@ -63,13 +71,13 @@ describe('the Kubernetes manifests', () => {
   it('set only variables the service reads, each to a value it accepts', () => {
     assert.ok(container?.env && container.env.length > 0)
     for (const { name, value, valueFrom } of container.env) {
-      assert.ok(name in defaults, `${name} is not a variable of internal/config.ts`)
+      const vars = declared.find((v) => Object.values(v).some((d) => d.name === name))
+      assert.ok(vars, `${name} is not a variable the service or one of its add-ons declares`)
       assert.equal(valueFrom, undefined, `${name} has a literal value, so this test can check it`)
       assert.ok(value, `${name} is set: an empty value means the default`)
-      const alone = parseConfig({ [name]: value })
-      assert.ok(alone.ok, `${name}=${value}: ${JSON.stringify(alone)}`)
+      assert.deepEqual(parseConfig({ [name]: value }, vars).problems, [], `${name}=${value}`)
     }
-    assert.ok(config, JSON.stringify(parsed))
+    assert.deepEqual(problems, [])
   })
 
   it('probe the real routes on the port the service listens on', async (t) => {
@@ -89,7 +97,7 @@ describe('the Kubernetes manifests', () => {
     const path = (kind: keyof typeof probes) => probes[kind]?.httpGet?.path ?? 'no path'
 
     // The service as the manifest configures it, on a free port, asked what the kubelet asks.
-    const running = await startService(t, { ...env, PORT: '0' })
+    const running = await startService(t, { ...env, PORT: '0' }, { addOns })
     const status = async (p: string) => {
       const res = await fetch(`${running.url}${p}`)
       await res.arrayBuffer()

@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { request } from 'node:http'
 import { describe, it } from 'node:test'
-import { newAccessLog, newLogger, newLogOutput } from '../internal/log.ts'
+import { newAccessLog } from '../internal/access-log.ts'
+import { newLogger, newStdoutOutput } from '../internal/log.ts'
 import type { TrackedResponse } from '../internal/response.ts'
 import { newRoutes } from '../internal/routes.ts'
 import { exchange } from './raw.ts'
-import { type LogLine, newLogSink, startService } from './service.ts'
+import { type LogLine, newLogSink, startService, withRoutes } from './service.ts'
 
 const isoTime = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
 
@@ -20,8 +22,8 @@ function assertBaseFields(line: LogLine) {
   assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(line.level))
 }
 
-describe('newLogOutput', () => {
-  it('writes the lines of one event-loop turn together at its end, and flushSync at once', async (t) => {
+describe('newStdoutOutput', () => {
+  it('writes the lines of one event-loop turn together at its end, and flush waits for them', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'log-output-'))
     const file = join(dir, 'out.log')
     const fd = openSync(file, 'w')
@@ -29,15 +31,56 @@ describe('newLogOutput', () => {
       closeSync(fd)
       rmSync(dir, { recursive: true })
     })
-    const output = newLogOutput(fd)
+    const output = newStdoutOutput(fd)
     output.write('one\n')
     output.write('two\n')
     assert.equal(readFileSync(file, 'utf8'), '', 'nothing written within the turn')
-    await nextTurn()
+    await output.flush(5000)
     assert.equal(readFileSync(file, 'utf8'), 'one\ntwo\n')
     output.write('three\n')
-    output.flushSync()
-    assert.equal(readFileSync(file, 'utf8'), 'one\ntwo\nthree\n', 'flushSync writes what is pending')
+    await output.flush(5000)
+    assert.equal(readFileSync(file, 'utf8'), 'one\ntwo\nthree\n')
+  })
+
+  it('never blocks on a reader that stopped: it drops past its bound, counts, and reports once it keeps up', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'log-output-'))
+    const fifo = join(dir, 'stdout')
+    execFileSync('mkfifo', [fifo])
+    const fd = openSync(fifo, 'r+') // a blocking pipe whose reader, this process, does not read yet
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+    t.after(() => {
+      closeSync(fd)
+      closeSync(reader)
+      rmSync(dir, { recursive: true })
+    })
+    const output = newStdoutOutput(fd, 256 * 1024)
+    const reported: number[] = []
+    output.onDropped = (count) => {
+      reported.push(count)
+      output.write(`dropped ${count}\n`) // as run() does: the report is a log line of its own
+    }
+    const line = `${'x'.repeat(1023)}\n`
+    for (let i = 0; i < 1024; i++) output.write(line) // 1 MiB: the pipe holds 64 KiB, the bound 256 KiB
+    let turns = 0
+    while (turns < 10) await nextTurn(turns++) // the event loop keeps turning
+    const started = performance.now()
+    await output.flush(200)
+    assert.ok(performance.now() - started < 5000, 'flush gives up at its timeout')
+    assert.deepEqual(reported, [], 'nothing reported while stdout is stalled')
+    // The reader comes back: everything kept arrives, then the count of what was dropped.
+    let received = ''
+    const buffer = Buffer.alloc(64 * 1024)
+    while (!received.endsWith(`dropped ${reported[0]}\n`)) {
+      try {
+        received += buffer.toString('utf8', 0, readSync(reader, buffer))
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err
+      }
+      await nextTurn()
+    }
+    const kept = received.split('\n').length - 2
+    assert.ok(kept >= 64 && kept <= 257, `${kept} lines kept within the bound`)
+    assert.equal(kept + (reported[0] ?? 0), 1024, 'every line written or counted as dropped')
   })
 })
 
@@ -77,14 +120,19 @@ describe('logs', () => {
   })
 
   it('log 4xx at warn and 5xx at error', async (t) => {
-    const service = await startService(t, {}, (deps) => ({
-      ...newRoutes(deps),
-      '/fail': {
-        GET: () => {
-          throw new Error('boom')
-        },
+    const service = await startService(
+      t,
+      {},
+      {
+        routes: withRoutes({
+          '/fail': {
+            GET: () => {
+              throw new Error('boom')
+            },
+          },
+        }),
       },
-    }))
+    )
     for (const [path, method, level, status] of [
       ['/nope', 'GET', 'warn', 404],
       ['/health', 'DELETE', 'warn', 405],
@@ -102,10 +150,15 @@ describe('logs', () => {
   it('mark a request the client abandoned as aborted', async (t) => {
     let arrived: () => void = () => {}
     const handled = new Promise<void>((resolve) => (arrived = resolve))
-    const service = await startService(t, {}, (deps) => ({
-      ...newRoutes(deps),
-      '/stall': { GET: () => arrived() }, // never answers
-    }))
+    const service = await startService(
+      t,
+      {},
+      {
+        routes: withRoutes({
+          '/stall': { GET: () => arrived() }, // never answers
+        }),
+      },
+    )
     const req = request(`${service.url}/stall`, { headers: { 'x-request-id': 'gone' } })
     req.on('error', () => {})
     req.end()
@@ -119,18 +172,24 @@ describe('logs', () => {
   })
 
   it('never contain Authorization, Cookie or Set-Cookie values', async (t) => {
-    const service = await startService(t, {}, (deps) => ({
-      ...newRoutes(deps),
-      '/echo': {
-        GET: (req, res) => {
-          // A handler that logs far more than it should: the logger still redacts credentials.
-          deps.log.info({ req: { headers: req.headers }, headers: req.headers }, 'handler logged its request')
-          res.setHeader('set-cookie', 'session=response-cookie-secret')
-          deps.log.info({ res: { headers: res.getHeaders() } }, 'handler logged its response')
-          res.end('ok')
-        },
+    const service = await startService(
+      t,
+      {},
+      {
+        routes: async (deps) => ({
+          ...(await newRoutes(deps)),
+          '/echo': {
+            GET: (req, res) => {
+              // A handler that logs far more than it should: the logger still redacts credentials.
+              deps.log.info({ req: { headers: req.headers }, headers: req.headers }, 'handler logged its request')
+              res.setHeader('set-cookie', 'session=response-cookie-secret')
+              deps.log.info({ res: { headers: res.getHeaders() } }, 'handler logged its response')
+              res.end('ok')
+            },
+          },
+        }),
       },
-    }))
+    )
     const res = await fetch(`${service.url}/echo`, {
       headers: { authorization: 'Bearer token-secret', cookie: 'session=cookie-secret' },
     })
@@ -150,18 +209,20 @@ describe('logs', () => {
       headersSent: true,
       statusCode: 404,
       path: '/a"b\\c\u0001',
+      route: '/a{x}',
       bodyBytes: 97,
       startedAt: performance.now(),
       requestId: 'id-1',
       trace: { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: '00' },
     } as unknown as TrackedResponse
-    newAccessLog(log)(res)
+    newAccessLog(log, sink)(res)
     const [built] = sink.logs
     assert.ok(built)
     log.warn(
       {
         method: 'GET',
         path: res.path,
+        route: '/a{x}',
         status: 404,
         bytes: 97,
         durationMs: built.durationMs,
@@ -192,9 +253,25 @@ describe('logs', () => {
     assert.equal(line.level, 'warn')
   })
 
+  it('stay under 16 KiB whatever the client sends, and name the route', async (t) => {
+    const service = await startService(t, { MAX_HEADER_SIZE: '64KiB' })
+    const path = `/${'"'.repeat(20_000)}`
+    const userAgent = '\\'.repeat(20_000)
+    await exchange(service.port, [
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nUser-Agent: ${userAgent}\r\nX-Request-Id: huge\r\n\r\n`,
+    ])
+    const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === 'huge')
+    assert.ok(Buffer.byteLength(JSON.stringify(line)) < 16 * 1024, 'one line, never split by the container runtime')
+    assert.match(String(line.path), /^\/"+…\[17953 more\]$/)
+    assert.match(String(line.userAgent), /^\\+…\[19488 more\]$/)
+    assert.equal(line.route, undefined, 'no route matched')
+    await (await fetch(`${service.url}/health`, { headers: { 'x-request-id': 'routed' } })).text()
+    assert.equal((await service.waitForLog((l) => l.requestId === 'routed')).route, '/health')
+  })
+
   it('follow LOG_LEVEL: at warn, only 4xx and 5xx access lines', () => {
     const sink = newLogSink()
-    const logAccess = newAccessLog(newLogger(sink, 'warn', { service: 'svc', version: null }))
+    const logAccess = newAccessLog(newLogger(sink, 'warn', { service: 'svc', version: null }), sink)
     for (const [statusCode, requestId] of [
       [200, 'quiet'],
       [404, 'loud'],
@@ -206,6 +283,7 @@ describe('logs', () => {
         headersSent: true,
         statusCode,
         path: '/',
+        route: '',
         bodyBytes: 0,
         startedAt: performance.now(),
         requestId,

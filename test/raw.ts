@@ -1,8 +1,8 @@
 // exchange talks HTTP over a raw socket, for requests no HTTP client library would send.
 import { connect } from 'node:net'
-import type { RouteDeps, Routes } from '../internal/routes.ts'
-import { readBody } from '../internal/body.ts'
-import { newRoutes } from '../internal/routes.ts'
+import { readBody } from '../internal/json.ts'
+import type { Routes } from '../internal/router.ts'
+import { newRoutes, type RouteDeps } from '../internal/routes.ts'
 
 /** Exchange is what came back on one raw connection. */
 export interface Exchange {
@@ -63,9 +63,9 @@ function parseStatuses(text: string): number[] {
 }
 
 /** routesWithUpload adds POST /upload, which reads its body within MAX_BODY_SIZE and echoes its size. */
-export function routesWithUpload(deps: RouteDeps): Routes {
+export async function routesWithUpload(deps: RouteDeps): Promise<Routes> {
   return {
-    ...newRoutes(deps),
+    ...(await newRoutes(deps)),
     '/upload': {
       POST: async (req, res) => {
         const body = await readBody(req, res, deps.config.maxBodyBytes)

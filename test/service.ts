@@ -1,50 +1,58 @@
-// startService runs the whole service in-process through run(), on a free port, the way
-// cmd/server/main.ts does, with a fake process (an EventEmitter) and a log sink the test can read.
-import { EventEmitter } from 'node:events'
-import type { Env } from '../internal/config.ts'
-import type { DebugRouteDeps } from '../internal/debug.ts'
+// The test helpers every test file shares: the service in-process through run() or as a real
+// child process, a log sink that parses lines, a gate, and assertions on problem answers.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { EventEmitter, once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { AddOn } from '../internal/addon.ts'
+import type { Env, Vars } from '../internal/config.ts'
+import type { Routes } from '../internal/router.ts'
+import { newRoutes, type RouteDeps } from '../internal/routes.ts'
 import { run } from '../internal/run.ts'
-import type { RouteDeps, Routes } from '../internal/routes.ts'
+
+/** pkg is package.json: tests read the service's name and version from it, never a literal. */
+export const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  name: string
+  version: string
+}
+
+/** main is the service's entry point, run from the sources as `npm run dev` does. */
+export const main = fileURLToPath(new URL('../cmd/server/main.ts', import.meta.url))
 
 /** LogLine is one parsed JSON log line. */
 export type LogLine = Record<string, unknown> & { level: string; msg: string }
 
-/** Service is a running service under test. */
-export interface Service {
-  url: string
-  port: number
-  /** debugUrl is the debug listener's base URL when env sets DEBUG_ADDR, otherwise ''. */
-  debugUrl: string
-  /** logs holds every log line written so far. */
-  logs: LogLine[]
-  /** events is the fake process: emit 'SIGTERM', 'uncaughtException'... on it. */
-  events: EventEmitter
-  /** exited resolves with run()'s exit code. */
-  exited: Promise<number>
-  /** waitForLog resolves with the first line (already written or still to come) that matches. */
-  waitForLog(match: (line: LogLine) => boolean, what?: string): Promise<LogLine>
-  /** stop sends the signal and resolves with the exit code. */
-  stop(signal?: 'SIGTERM' | 'SIGINT'): Promise<number>
-}
-
 // A bound for failures only: tests never wait for time to pass, they wait for events.
 const timeoutMs = 15_000
 
-/** newLogSink returns a pino destination that parses and keeps every line, and tells waiters. */
-export function newLogSink() {
+/** LogSink keeps every JSON line written to it, whole lines or pieces of them, and tells waiters. */
+export interface LogSink {
+  logs: LogLine[]
+  write(chunk: string): void
+  /** waitForLog resolves with the first line (already written or still to come) that matches. */
+  waitForLog: (match: (line: LogLine) => boolean, what?: string) => Promise<LogLine>
+}
+
+/** newLogSink returns an empty LogSink. */
+export function newLogSink(): LogSink {
   const logs: LogLine[] = []
   const waiters = new Set<(line: LogLine) => void>()
+  let pending = ''
   return {
     logs,
-    write(chunk: string) {
-      for (const text of chunk.split('\n')) {
-        if (text === '') continue
-        const line = JSON.parse(text) as LogLine
-        logs.push(line)
-        for (const waiter of waiters) waiter(line)
+    write(chunk) {
+      const text = pending + chunk
+      const end = text.lastIndexOf('\n') + 1
+      pending = text.slice(end)
+      for (const line of text.slice(0, end).split('\n')) {
+        if (line === '') continue
+        const parsed = JSON.parse(line) as LogLine
+        logs.push(parsed)
+        for (const waiter of waiters) waiter(parsed)
       }
     },
-    waitForLog(this: void, match: (line: LogLine) => boolean, what = 'a matching log line'): Promise<LogLine> {
+    waitForLog(match, what = 'a matching log line') {
       const found = logs.find(match)
       if (found) return Promise.resolve(found)
       return new Promise((resolve, reject) => {
@@ -64,21 +72,39 @@ export function newLogSink() {
   }
 }
 
+/** Service is a running service under test. */
+export interface Service {
+  url: string
+  port: number
+  logs: LogLine[]
+  /** events is the fake process: emit 'SIGTERM', 'uncaughtException'... on it. */
+  events: EventEmitter
+  /** exited resolves with run()'s exit code. */
+  exited: Promise<number>
+  waitForLog: LogSink['waitForLog']
+  /** stop sends the signal and resolves with the exit code. */
+  stop(signal?: 'SIGTERM' | 'SIGINT'): Promise<number>
+}
+
+/** StartOptions are what a test changes in the service besides its environment. */
+export interface StartOptions {
+  routes?: (deps: RouteDeps) => Routes | Promise<Routes>
+  addOns?: readonly AddOn<any>[]
+}
+
 /**
- * startService starts run() with env (PORT defaults to 0 and LOG_LEVEL to info) and resolves once
- * the 'listening' line is logged, which follows the 'debug listening' line when env sets
- * DEBUG_ADDR. It stops the service after test t unless the test did; without t, stopping is the
+ * startService starts run() with env (PORT defaults to 0) and resolves once the 'listening' line
+ * is logged. It stops the service after test t unless the test did; without t, that is the
  * caller's job.
  */
 export async function startService(
   t: { after(fn: () => Promise<void>): void } | undefined,
   env: Env = {},
-  routes?: (deps: RouteDeps) => Routes,
-  debugRoutes?: (deps: DebugRouteDeps) => Routes,
+  options: StartOptions = {},
 ): Promise<Service> {
   const sink = newLogSink()
   const events = new EventEmitter()
-  const exited = run({ env: { PORT: '0', ...env }, stdout: sink, events, routes, debugRoutes })
+  const exited = run({ env: { PORT: '0', ...env }, stdout: sink, events, ...options })
   let done = false
   void exited.finally(() => (done = true))
   const listening = await Promise.race([
@@ -93,11 +119,9 @@ export async function startService(
     throw err
   })
   const port = listening.port as number
-  const debug = sink.logs.find((line) => line.msg === 'debug listening')
   const service: Service = {
     url: `http://127.0.0.1:${port}`,
     port,
-    debugUrl: debug === undefined ? '' : `http://127.0.0.1:${debug.port as number}`,
     logs: sink.logs,
     events,
     exited,
@@ -111,4 +135,72 @@ export async function startService(
     if (!done) await service.stop()
   })
   return service
+}
+
+/** withRoutes returns the service's routes plus extra, for startService's routes option. */
+export function withRoutes(extra: Routes) {
+  return async (deps: RouteDeps): Promise<Routes> => ({ ...(await newRoutes(deps)), ...extra })
+}
+
+/** Child is the service as a real process. */
+export interface Child extends Pick<LogSink, 'logs' | 'waitForLog'> {
+  pid: number
+  kill(signal: NodeJS.Signals): void
+  stderr(): string
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+/** spawnService starts `node cmd/server/main.ts` with env alone (PORT defaults to 0) and parses its stdout. */
+export function spawnService(env: Record<string, string> = {}, args: string[] = []): Child {
+  const child = spawn(process.execPath, [...args, main], {
+    env: { PATH: process.env.PATH, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const sink = newLogSink()
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => sink.write(chunk))
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const exit = once(child, 'exit').then(([code, signal]) => ({ code, signal }) as Awaited<Child['exit']>)
+  return {
+    pid: child.pid ?? 0,
+    kill: (signal) => child.kill(signal),
+    stderr: () => stderr,
+    logs: sink.logs,
+    waitForLog: sink.waitForLog,
+    exit,
+  }
+}
+
+/** newGate returns a promise and the function that opens it. */
+export function newGate() {
+  let open: () => void = () => {}
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  return { opened, open }
+}
+
+/** assertProblem checks that res is a problem+json answer with status, and returns its body. */
+export async function assertProblem(res: Response, status: number, detail?: RegExp): Promise<Record<string, unknown>> {
+  assert.equal(res.status, status)
+  assert.equal(res.headers.get('content-type'), 'application/problem+json')
+  const body = (await res.json()) as Record<string, unknown>
+  assert.equal(body.type, 'about:blank')
+  assert.equal(body.status, status)
+  assert.equal(typeof body.title, 'string')
+  assert.equal(typeof body.detail, 'string')
+  if (detail) assert.match(body.detail as string, detail)
+  assert.doesNotMatch(JSON.stringify(body), /at .*\.[jt]s:\d+|Error:/, 'no stack or internal message')
+  return body
+}
+
+/** readmeTable returns the rows of the first table after heading in markdown, without the header. */
+export function readmeTable(markdown: string, heading: string): string[][] {
+  const lines = markdown.slice(markdown.indexOf(`\n${heading}\n`)).split('\n')
+  const start = lines.findIndex((line) => line.startsWith('|'))
+  const end = lines.findIndex((line, i) => i > start && !line.startsWith('|'))
+  return lines.slice(start + 2, end).map((line) => line.slice(2, -2).split(' | '))
+}
+
+/** declaredRows renders declared variables as README rows: name, default (or unset), meaning. */
+export function declaredRows(vars: Vars): string[][] {
+  return Object.values(vars).map((v) => [`\`${v.name}\``, v.default === '' ? 'unset' : `\`${v.default}\``, v.doc])
 }

@@ -5,16 +5,9 @@ import { once } from 'node:events'
 import { Agent, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import { describe, it } from 'node:test'
-import type { Handler } from '../internal/routes.ts'
-import { newRoutes } from '../internal/routes.ts'
-import { startService } from './service.ts'
-
-/** newGate returns a promise and the function that opens it. */
-function newGate() {
-  let open: () => void = () => {}
-  const opened = new Promise<void>((resolve) => (open = resolve))
-  return { opened, open }
-}
+import type { Handler } from '../internal/router.ts'
+import { newRoutes, type RouteDeps } from '../internal/routes.ts'
+import { newGate, type StartOptions, startService, withRoutes } from './service.ts'
 
 /** get sends a GET through agent and resolves with status, headers, body and socket. */
 async function get(url: string, agent: Agent, onResponse?: (res: IncomingMessage) => void) {
@@ -39,8 +32,18 @@ function refused(port: number): Promise<string> {
   })
 }
 
-function withRoute(path: string, handler: Handler) {
-  return (deps: Parameters<typeof newRoutes>[0]) => ({ ...newRoutes(deps), [path]: { GET: handler } })
+function withRoute(path: string, handler: Handler): StartOptions {
+  return { routes: withRoutes({ [path]: { GET: handler } }) }
+}
+
+/** withHooks returns the service's routes, having registered hooks as a dependency would. */
+function withHooks(register: (deps: RouteDeps) => void): StartOptions {
+  return {
+    routes: (deps) => {
+      register(deps)
+      return newRoutes(deps)
+    },
+  }
 }
 
 describe('shutdown', () => {
@@ -179,25 +182,31 @@ describe('shutdown', () => {
     const order: string[] = []
     const release = newGate()
     const arrived = newGate()
-    const service = await startService(t, {}, (deps) => {
-      for (const name of ['database', 'queue', 'cache']) {
-        deps.lifecycle.onShutdown(name, async () => {
-          order.push(name)
-          await Promise.resolve()
-        })
-      }
-      return {
-        ...newRoutes(deps),
-        '/work': {
-          GET: async (_req, res) => {
-            arrived.open()
-            await release.opened
-            order.push('request finished')
-            res.end('ok')
-          },
+    const service = await startService(
+      t,
+      {},
+      {
+        routes: async (deps) => {
+          for (const name of ['database', 'queue', 'cache']) {
+            deps.lifecycle.onShutdown(name, async () => {
+              order.push(name)
+              await Promise.resolve()
+            })
+          }
+          return {
+            ...(await newRoutes(deps)),
+            '/work': {
+              GET: async (_req, res) => {
+                arrived.open()
+                await release.opened
+                order.push('request finished')
+                res.end('ok')
+              },
+            },
+          }
         },
-      }
-    })
+      },
+    )
     const agent = new Agent()
     t.after(() => agent.destroy())
     const response = get(`${service.url}/work`, agent)
@@ -218,14 +227,17 @@ describe('shutdown', () => {
 
   it('bounds a hung cleanup hook by SHUTDOWN_TIMEOUT and exits 1', async (t) => {
     let signalled: AbortSignal | undefined
-    const service = await startService(t, { SHUTDOWN_TIMEOUT: '1s' }, (deps) => {
-      deps.lifecycle.onShutdown('never-called', () => {})
-      deps.lifecycle.onShutdown('hung', (signal) => {
-        signalled = signal
-        return new Promise(() => {}) // never settles
-      })
-      return newRoutes(deps)
-    })
+    const service = await startService(
+      t,
+      { SHUTDOWN_TIMEOUT: '1s' },
+      withHooks((deps) => {
+        deps.lifecycle.onShutdown('never-called', () => {})
+        deps.lifecycle.onShutdown('hung', (signal) => {
+          signalled = signal
+          return new Promise(() => {}) // never settles
+        })
+      }),
+    )
     const stopped = performance.now()
     assert.equal(await service.stop(), 1)
     const waited = performance.now() - stopped
@@ -233,18 +245,21 @@ describe('shutdown', () => {
     assert.equal(signalled?.aborted, true, 'the hook was told its time is up')
     assert.ok(service.logs.some((l) => l.msg === 'shutdown hook timed out' && l.hook === 'hung'))
     const summary = service.logs.find((l) => l.msg === 'shutdown finished with failed hooks')
-    assert.deepEqual(summary?.unfinished, ['hung', 'never-called'])
+    assert.deepEqual(summary?.failed, ['hung', 'never-called'])
   })
 
   it('runs the other hooks when one fails, and exits 1', async (t) => {
     const ran: string[] = []
-    const service = await startService(t, {}, (deps) => {
-      deps.lifecycle.onShutdown('first', () => void ran.push('first'))
-      deps.lifecycle.onShutdown('broken', () => {
-        throw new Error('cannot close')
-      })
-      return newRoutes(deps)
-    })
+    const service = await startService(
+      t,
+      {},
+      withHooks((deps) => {
+        deps.lifecycle.onShutdown('first', () => void ran.push('first'))
+        deps.lifecycle.onShutdown('broken', () => {
+          throw new Error('cannot close')
+        })
+      }),
+    )
     assert.equal(await service.stop(), 1)
     assert.deepEqual(ran, ['first'])
     const failed = service.logs.find((l) => l.msg === 'shutdown hook failed')

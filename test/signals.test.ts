@@ -1,42 +1,9 @@
-// The real process: cmd/server/main.js in a child process, real signals, real exit codes.
+// The real process: cmd/server/main.ts in a child process, real signals, real exit codes.
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { describe, it } from 'node:test'
-import { fileURLToPath } from 'node:url'
-import { type LogLine, newLogSink } from './service.ts'
-
-const main = fileURLToPath(new URL('../cmd/server/main.ts', import.meta.url))
-
-interface Child {
-  child: ChildProcess
-  logs: LogLine[]
-  stderr: () => string
-  waitForLog: ReturnType<typeof newLogSink>['waitForLog']
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-function start(env: Record<string, string>): Child {
-  const child = spawn(process.execPath, [main], {
-    env: { PATH: process.env.PATH, PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const sink = newLogSink()
-  let pending = ''
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    const text = pending + chunk
-    const end = text.lastIndexOf('\n') + 1
-    pending = text.slice(end)
-    sink.write(text.slice(0, end))
-  })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  const exit = once(child, 'exit').then(
-    ([code, signal]) => ({ code, signal }) as { code: number | null; signal: NodeJS.Signals | null },
-  )
-  return { child, logs: sink.logs, stderr: () => stderr, waitForLog: sink.waitForLog, exit }
-}
+import { spawnService as start } from './service.ts'
 
 describe('the server process', () => {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -46,7 +13,7 @@ describe('the server process', () => {
       const res = await fetch(`http://127.0.0.1:${listening.port as number}/health`)
       assert.equal(res.status, 200)
       await res.arrayBuffer()
-      server.child.kill(signal)
+      server.kill(signal)
       assert.deepEqual(await server.exit, { code: 0, signal: null })
       assert.equal(server.stderr(), '')
       const messages = server.logs.map((l) => l.msg)
@@ -64,10 +31,10 @@ describe('the server process', () => {
   it('exits at once with 128 + signal number on a second signal', async () => {
     const server = start({ SHUTDOWN_DELAY: '1m' })
     await server.waitForLog((l) => l.msg === 'listening')
-    server.child.kill('SIGTERM')
+    server.kill('SIGTERM')
     await server.waitForLog((l) => l.msg === 'shutdown started')
     const sent = performance.now()
-    server.child.kill('SIGINT')
+    server.kill('SIGINT')
     assert.deepEqual(await server.exit, { code: 130, signal: null })
     assert.ok(performance.now() - sent < 10_000, 'well before the one-minute delay')
     assert.ok(server.logs.some((l) => l.msg === 'second signal: exiting at once' && l.signal === 'SIGINT'))
@@ -91,7 +58,7 @@ describe('the server process', () => {
     const server = start({ HOST: '192.0.2.1' }) // TEST-NET-1: never local
     assert.deepEqual(await server.exit, { code: 1, signal: null })
     assert.equal(server.logs.length, 1)
-    assert.equal(server.logs[0]?.msg, 'cannot listen: HOST 192.0.2.1 is not an address of this machine')
+    assert.equal(server.logs[0]?.msg, 'cannot listen: 192.0.2.1 (PORT, HOST) is not an address of this machine')
     assert.equal(server.stderr(), '')
   })
 
@@ -105,7 +72,7 @@ describe('the server process', () => {
       assert.deepEqual(await server.exit, { code: 1, signal: null })
       assert.equal(server.logs.length, 1)
       assert.equal(server.logs[0]?.level, 'fatal')
-      assert.equal(server.logs[0]?.msg, `cannot listen: port ${port} is already in use`)
+      assert.equal(server.logs[0]?.msg, `cannot listen: port ${port} (PORT, HOST) is already in use`)
       assert.doesNotMatch(JSON.stringify(server.logs), /\n\s+at /, 'no stack trace')
       assert.equal(server.stderr(), '')
     } finally {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, it } from 'node:test'
-import { newRoutes } from '../internal/routes.ts'
 import { newIdSource, parseTraceparent } from '../internal/trace.ts'
+import { newRoutes } from '../internal/routes.ts'
 import { startService } from './service.ts'
 
 const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
@@ -94,16 +94,22 @@ describe('trace context over HTTP', () => {
       await sleep(5) // across timers and promises, not only synchronous calls
       log.info({ step: 2 }, 'deep in the call stack')
     }
-    const service = await startService(t, {}, (deps) => ({
-      ...newRoutes(deps),
-      '/work': {
-        GET: async (_req, res) => {
-          deps.log.info({ step: 1 }, 'handler started')
-          await deepInTheCallStack(deps.log)
-          res.end('done')
-        },
+    const service = await startService(
+      t,
+      {},
+      {
+        routes: async (deps) => ({
+          ...(await newRoutes(deps)),
+          '/work': {
+            GET: async (_req, res) => {
+              deps.log.info({ step: 1 }, 'handler started')
+              await deepInTheCallStack(deps.log)
+              res.end('done')
+            },
+          },
+        }),
       },
-    }))
+    )
     const [first, second] = await Promise.all(
       ['a', 'b'].map(async (name) => {
         const res = await fetch(`${service.url}/work`, {

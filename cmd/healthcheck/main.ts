@@ -1,12 +1,12 @@
 // The container's HEALTHCHECK, so the image needs no curl: it GETs /health on the port and host the
 // service reads from the same environment, and exits 0 on a 200 and 1 on anything else (Docker
 // reserves 2). It gives up after timeoutMs, well inside the HEALTHCHECK's own --timeout.
-import { parseConfig } from '../../internal/config.ts'
+import { coreVars, parseConfig } from '../../internal/config.ts'
 
 const timeoutMs = 2000
 
-const parsed = parseConfig(process.env)
-if (!parsed.ok) {
+const parsed = parseConfig(process.env, coreVars)
+if (parsed.problems.length > 0) {
   process.stderr.write(`unhealthy: invalid configuration: ${parsed.problems.join('; ')}\n`)
   process.exitCode = 1
 } else {

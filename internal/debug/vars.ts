@@ -1,43 +1,19 @@
 import { type EventLoopUtilization, type IntervalHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
-import type { BuildInfo } from './build-info.ts'
-import type { Config } from './config.ts'
-import type { Handler } from './routes.ts'
-import type { HTTPServer } from './server.ts'
+import type { AddOnContext } from '../addon.ts'
+import type { Handler } from '../router.ts'
 
 /** VarsDeps is what /debug/vars reports on. */
-export interface VarsDeps {
-  config: Config
-  build: BuildInfo
-  startedAt: Date
-  /** main is the public server, whose connections and requests in flight are reported. */
-  main: HTTPServer
-  isDraining: () => boolean
+export interface VarsDeps extends Pick<AddOnContext<unknown>, 'build' | 'startedAt' | 'server' | 'effectiveConfig'> {
   /** eventLoopDelay comes from startEventLoopDelay, called when the debug listener started. */
   eventLoopDelay: IntervalHistogram
-}
-
-// Every Config key must appear here (the type says so), so whoever adds a variable decides whether
-// /debug/vars may show its value: false for anything secret, such as a database password.
-const shownConfig: Record<keyof Config, boolean> = {
-  port: true,
-  host: true,
-  logLevel: true,
-  shutdownDelayMs: true,
-  shutdownTimeoutMs: true,
-  headersTimeoutMs: true,
-  requestTimeoutMs: true,
-  keepAliveTimeoutMs: true,
-  maxHeaderBytes: true,
-  maxBodyBytes: true,
-  debugAddr: true,
 }
 
 /**
  * handleVars answers with the process's runtime state as JSON, the role of Go's expvar: memory and
  * heap statistics, event-loop delay and utilisation, active resources, the main server's open
- * connections and requests in flight, uptime, versions, build info and the effective config, with
- * any value not marked as shown replaced by '[REDACTED]'.
+ * connections and requests in flight, uptime, versions, build info and the effective config, core
+ * and add-ons, with secret values replaced by '[REDACTED]'.
  */
 export function handleVars(deps: VarsDeps): Handler {
   const started = deps.startedAt.getTime()
@@ -49,14 +25,12 @@ export function handleVars(deps: VarsDeps): Handler {
     pid: process.pid,
     node: process.version,
     v8: process.versions.v8,
-    config: Object.fromEntries(
-      Object.entries(deps.config).map(([key, value]) => [key, shownConfig[key as keyof Config] ? value : '[REDACTED]']),
-    ),
+    config: deps.effectiveConfig(),
   }
   const first = performance.eventLoopUtilization()
   let last = first
   return async (_req, res) => {
-    const connections = await deps.main.connections()
+    const connections = await deps.server.count()
     const now = performance.eventLoopUtilization()
     const body = JSON.stringify({
       ...fixed,
@@ -71,7 +45,7 @@ export function handleVars(deps: VarsDeps): Handler {
         },
       },
       activeResources: countResources(process.getActiveResourcesInfo()),
-      server: { connections, inflight: deps.main.inflight.size, draining: deps.isDraining() },
+      server: { connections, inflight: deps.server.inflight.size, draining: deps.server.draining },
     })
     last = now
     res.writeHead(200, {

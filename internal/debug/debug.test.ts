@@ -1,23 +1,34 @@
+// The debug listener add-on: its routes on DEBUG_ADDR only, held to debug.openapi.yaml and to
+// the README table of its variable, and the runtime state and profiles it serves.
 import assert from 'node:assert/strict'
-import { EventEmitter, once } from 'node:events'
+import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { readdir } from 'node:fs/promises'
+import { mkdir, readdir } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
-import { newRoutes, type RouteDeps, type Routes } from '../internal/routes.ts'
-import { run } from '../internal/run.ts'
-import { newLogSink, type Service, startService } from './service.ts'
+import { buildDir, readBuild } from '../build-info.ts'
+import type { Routes } from '../router.ts'
+import { newRoutes, type RouteDeps } from '../routes.ts'
+import { assertProblem, declaredRows, pkg, readmeTable, type Service, startService } from '../../test/service.ts'
+import { assertDocumented, casesOf, loadSpec, operationsOf, operationsServed } from '../../test/spec.ts'
+import { debug, debugVars } from './debug.ts'
 
-const dist = new URL('../dist/', import.meta.url)
-const build = JSON.parse(readFileSync(new URL('build-info.json', dist), 'utf8')) as Record<string, unknown>
-const fileName = (extension: string) =>
-  new RegExp(`^attachment; filename="kickstart-node-\\d{8}T\\d{6}Z\\.${extension}"$`)
+const { build } = readBuild(buildDir)
+const spec = loadSpec(new URL('debug.openapi.yaml', import.meta.url))
+const fileName = (extension: string) => new RegExp(`^attachment; filename="${pkg.name}-\\d{8}T\\d{6}Z\\.${extension}"$`)
 
 /** startDebugService starts the service with the debug listener on a free loopback port. */
-function startDebugService(t: TestContext, env: Record<string, string> = {}, routes?: (deps: RouteDeps) => Routes) {
-  return startService(t, { DEBUG_ADDR: '127.0.0.1:0', ...env }, routes)
+async function startDebugService(
+  t: TestContext | undefined,
+  env: Record<string, string> = {},
+  routes?: (deps: RouteDeps) => Promise<Routes>,
+): Promise<Service & { debugUrl: string }> {
+  const service = await startService(t, { DEBUG_ADDR: '127.0.0.1:0', ...env }, { addOns: [debug], routes })
+  const line = service.logs.find((l) => l.msg === 'debug listening')
+  return { ...service, debugUrl: `http://127.0.0.1:${line?.port as number}` }
 }
 
 /** Vars is what the tests read of /debug/vars; the drift tests check the rest against openapi.yaml. */
@@ -36,22 +47,14 @@ async function getJSON<T>(url: string, headers: Record<string, string> = {}) {
   return { res, body: (await res.json()) as T }
 }
 
-async function readVars(service: Service): Promise<Vars> {
+async function readVars(service: { debugUrl: string }): Promise<Vars> {
   return (await getJSON<Vars>(`${service.debugUrl}/debug/vars`)).body
-}
-
-async function assertProblem(res: Response, status: number, detail?: RegExp) {
-  assert.equal(res.status, status)
-  assert.equal(res.headers.get('content-type'), 'application/problem+json')
-  const body = (await res.json()) as { status: number; detail: string }
-  assert.equal(body.status, status)
-  if (detail) assert.match(body.detail, detail)
 }
 
 describe('the debug listener', () => {
   it('is off by default, and the public port never serves its routes', async (t) => {
     for (const env of [{}, { DEBUG_ADDR: '127.0.0.1:0' }]) {
-      const service = await startService(t, env)
+      const service = await startService(t, env, { addOns: [debug] })
       assert.equal(
         service.logs.some((l) => l.msg === 'debug listening'),
         'DEBUG_ADDR' in env,
@@ -84,7 +87,7 @@ describe('the debug listener', () => {
     assert.notEqual(line?.port, local.port)
     assert.equal(await local.stop(), 0)
 
-    const open = await startService(t, { DEBUG_ADDR: ':0' })
+    const open = await startService(t, { DEBUG_ADDR: ':0' }, { addOns: [debug] })
     const warning = open.logs.find((l) => l.level === 'warn')
     assert.match(String(warning?.msg), /reachable from other machines/)
     assert.equal(await open.stop(), 0)
@@ -95,16 +98,16 @@ describe('the debug listener', () => {
     await once(blocker, 'listening')
     const port = (blocker.address() as { port: number }).port
     try {
-      const sink = newLogSink()
-      const code = await run({
-        env: { PORT: '0', DEBUG_ADDR: `127.0.0.1:${port}` },
-        stdout: sink,
-        events: new EventEmitter(),
-      })
-      assert.equal(code, 1)
-      assert.equal(sink.logs.length, 1, JSON.stringify(sink.logs))
-      assert.equal(sink.logs[0]?.level, 'fatal')
-      assert.equal(sink.logs[0]?.msg, `cannot listen: DEBUG_ADDR port ${port} is already in use`)
+      await assert.rejects(
+        startService(undefined, { DEBUG_ADDR: `127.0.0.1:${port}` }, { addOns: [debug] }),
+        (err: Error) => {
+          const logs = JSON.parse(err.message.slice(err.message.indexOf('\n') + 1)) as { level: string; msg: string }[]
+          assert.equal(logs.length, 1, err.message)
+          assert.equal(logs[0]?.level, 'fatal')
+          assert.equal(logs[0]?.msg, `cannot start debug: cannot listen: port ${port} (DEBUG_ADDR) is already in use`)
+          return true
+        },
+      )
     } finally {
       blocker.close()
     }
@@ -116,23 +119,25 @@ describe('GET /debug/vars', () => {
     const service = await startDebugService(t, { SHUTDOWN_TIMEOUT: '7s' })
     const { res, body } = await getJSON<Vars>(`${service.debugUrl}/debug/vars`)
     assert.equal(res.headers.get('cache-control'), 'no-store')
-    assert.equal(body.service, 'kickstart-node')
+    assert.equal(body.service, pkg.name)
     assert.deepEqual(body.build, { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty })
     assert.equal(body.pid, process.pid)
     assert.equal(body.node, process.version)
     assert.equal(body.v8, process.versions.v8)
     assert.deepEqual(body.config, {
-      port: 0,
-      host: '',
-      logLevel: 'info',
-      shutdownDelayMs: 0,
-      shutdownTimeoutMs: 7000,
-      headersTimeoutMs: 10_000,
-      requestTimeoutMs: 30_000,
-      keepAliveTimeoutMs: 65_000,
-      maxHeaderBytes: 16_384,
-      maxBodyBytes: 1_048_576,
-      debugAddr: { host: '127.0.0.1', port: 0 },
+      core: {
+        port: 0,
+        host: '',
+        logLevel: 'info',
+        shutdownDelayMs: 0,
+        shutdownTimeoutMs: 7000,
+        headersTimeoutMs: 10_000,
+        requestTimeoutMs: 30_000,
+        keepAliveTimeoutMs: 65_000,
+        maxHeaderBytes: 16_384,
+        maxBodyBytes: 1_048_576,
+      },
+      debug: { debugAddr: { host: '127.0.0.1', port: 0 } },
     })
     const { heapUsed = 0, rss = 0 } = body.memory
     assert.ok(heapUsed > 0 && rss >= heapUsed, JSON.stringify(body.memory))
@@ -164,8 +169,8 @@ describe('GET /debug/vars', () => {
     let release: () => void = () => {}
     let arrived: () => void = () => {}
     const handled = new Promise<void>((resolve) => (arrived = resolve))
-    const service = await startDebugService(t, { SHUTDOWN_DELAY: '1m' }, (deps) => ({
-      ...newRoutes(deps),
+    const service = await startDebugService(t, { SHUTDOWN_DELAY: '1m' }, async (deps) => ({
+      ...(await newRoutes(deps)),
       '/stall': {
         GET: (_req, res) => {
           release = () => res.end('done')
@@ -361,5 +366,62 @@ describe('GET /debug/pprof/heap', () => {
     ] as const) {
       await assertProblem(await fetch(`${service.debugUrl}/debug/pprof/heap?${query}`), 400, detail)
     }
+  })
+})
+
+describe('debug.openapi.yaml and README.md', () => {
+  it('document exactly the routes the debug listener serves', async (t) => {
+    let routes: Routes = {}
+    const capture = {
+      ...debug,
+      start: async (ctx: Parameters<typeof debug.start>[0]) => {
+        const serve = ctx.serve
+        await debug.start({ ...ctx, serve: (name, addr, table) => serve(name, addr, (routes = table)) })
+      },
+    }
+    await startService(t, { DEBUG_ADDR: '127.0.0.1:0' }, { addOns: [capture] })
+    assert.deepEqual(
+      operationsServed(routes).sort(),
+      operationsOf(spec)
+        .map((o) => o.name)
+        .sort(),
+    )
+  })
+
+  it("answer every operation's own examples as documented", async (t) => {
+    const service = await startDebugService(t)
+    for (const operation of operationsOf(spec)) {
+      for (const c of casesOf(spec, operation)) {
+        const query =
+          c.path.includes('/pprof/') && !c.path.includes('seconds=')
+            ? `${c.path.includes('?') ? '&' : '?'}seconds=1`
+            : ''
+        const res = await fetch(`${service.debugUrl}${c.path}${query}`, c.init)
+        await assertDocumented(spec, res, operation)
+      }
+    }
+  })
+
+  it("hold the README's variable table to the declaration", () => {
+    const readme = readFileSync(new URL('README.md', import.meta.url), 'utf8')
+    assert.deepEqual(readmeTable(readme, '## Configuration'), declaredRows(debugVars))
+  })
+})
+
+describe('heap snapshots cost', () => {
+  it('is logged before it is paid, and leftovers of a killed process are removed at start-up', async (t) => {
+    const leftover = join(tmpdir(), 'heapsnapshot-leftover-test')
+    await mkdir(leftover, { recursive: true })
+    const service = await startDebugService(t)
+    assert.ok(!(await readdir(tmpdir())).includes('heapsnapshot-leftover-test'))
+    const removed = service.logs.find((l) => l.msg === 'removed heap snapshots a previous process left behind')
+    assert.ok((removed?.removed as string[] | undefined)?.includes('heapsnapshot-leftover-test'))
+    const res = await fetch(`${service.debugUrl}/debug/pprof/heap`, { headers: { 'x-request-id': 'costly' } })
+    await res.arrayBuffer()
+    const warning = service.logs.find((l) => l.msg === 'heap snapshot: the process pauses while V8 writes it')
+    assert.equal(warning?.level, 'warn')
+    assert.ok((warning?.heapUsedBytes as number) > 0 && (warning?.estimatedPauseSeconds as number) >= 1)
+    const started = service.logs.findIndex((l) => l.msg === 'profile started' && l.requestId === 'costly')
+    assert.ok(service.logs.indexOf(warning as never) > started, 'the warning comes as the snapshot starts')
   })
 })

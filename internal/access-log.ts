@@ -1,0 +1,54 @@
+import type { Logger, LogOutput } from './log.ts'
+import type { TrackedResponse } from './response.ts'
+
+// Bounds on what a client controls, so a line stays far below the 16 KiB at which Docker and
+// containerd split log lines (and with them the JSON): JSON escaping at most doubles these.
+const maxPath = 2048
+const maxUserAgent = 512
+
+/**
+ * newAccessLog returns the function that writes the access-log line of a finished or aborted
+ * response: error for 5xx, warn for 4xx and aborts, info otherwise. The path is logged without its
+ * query string, which may carry tokens. A response aborted before its status was sent is logged as
+ * 499 (nginx's "client closed request"), never as a status that was not sent.
+ *
+ * The line is the one log[level](fields, 'request') would write, built directly: pino's generic
+ * serialiser costs more than the rest of the request (BENCHMARKS.md). Its bindings come from
+ * log.bindings(), and it goes to the same output; every value a client controls is escaped here.
+ */
+export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedResponse) => void {
+  const bindings = JSON.stringify(log.bindings()).slice(1, -1)
+  const base = bindings === '' ? '' : `,${bindings}`
+  let lastMs = -1
+  let time = ''
+  return (res) => {
+    const req = res.req
+    const aborted = res.aborted
+    const status = !aborted || res.headersSent ? res.statusCode : 499
+    const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
+    if (!log.isLevelEnabled(level)) return
+    const now = Date.now()
+    if (now !== lastMs) {
+      lastMs = now
+      time = new Date(now).toISOString()
+    }
+    const remoteAddr = req.socket.remoteAddress
+    const userAgent = req.headers['user-agent']
+    output.write(
+      `{"level":"${level}","time":"${time}"${base},"method":${JSON.stringify(req.method)}` +
+        `,"path":${quote(res.path, maxPath)}${res.route === '' ? '' : `,"route":${JSON.stringify(res.route)}`}` +
+        `,"status":${status},"bytes":${res.bodyBytes}` +
+        `,"durationMs":${Math.round((performance.now() - res.startedAt) * 1000) / 1000}` +
+        `,"requestId":${JSON.stringify(res.requestId)},"traceId":${JSON.stringify(res.trace.traceId)},"spanId":"${res.trace.spanId}"` +
+        (remoteAddr === undefined ? '' : `,"remoteAddr":"${remoteAddr}"`) +
+        (userAgent === undefined ? '' : `,"userAgent":${quote(userAgent, maxUserAgent)}`) +
+        (aborted ? ',"aborted":true' : '') +
+        ',"msg":"request"}\n',
+    )
+  }
+}
+
+/** quote returns value as a JSON string, cut to max characters with a marker saying so. */
+function quote(value: string, max: number): string {
+  return JSON.stringify(value.length <= max ? value : `${value.slice(0, max)}…[${value.length - max} more]`)
+}

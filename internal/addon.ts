@@ -1,0 +1,51 @@
+import type { BuildInfo } from './build-info.ts'
+import type { Address, Config, ConfigOf, Vars } from './config.ts'
+import type { Lifecycle } from './lifecycle.ts'
+import type { Logger } from './log.ts'
+import type { Routes } from './router.ts'
+import type { Connections } from './connections.ts'
+import type { RequestHooks } from './server.ts'
+
+/**
+ * AddOn is an optional capability: a folder of its own under internal/ (code, variables, docs,
+ * tests), wired into the service by one line in cmd/server/main.ts and removed by deleting both.
+ * The core never imports one; an add-on sees the service only through AddOnContext.
+ */
+export interface AddOn<V extends Vars = Vars> {
+  readonly name: string
+  /** vars declares the variables it reads; they are parsed, and their problems reported, with the core's. */
+  readonly vars: V
+  /**
+   * start runs once at start-up, before the public port opens: it opens what the add-on needs
+   * (registering cleanup with lifecycle.onShutdown), and returns its public routes and request
+   * hooks, if any. A throw stops the start with exit code 1 and its message logged.
+   */
+  start: (ctx: AddOnContext<ConfigOf<V>>) => AddOnParts | void | Promise<AddOnParts | void>
+}
+
+/** AddOnParts is what an add-on adds to the public server. */
+export interface AddOnParts {
+  routes?: Routes
+  hooks?: RequestHooks
+}
+
+/** AddOnContext is what an add-on gets from the service. */
+export interface AddOnContext<C> {
+  /** config holds the add-on's own variables; core the service's. */
+  config: C
+  core: Config
+  log: Logger
+  build: BuildInfo
+  startedAt: Date
+  lifecycle: Lifecycle
+  /** server is the public server's connections and requests, readable once it listens. */
+  server: Pick<Connections, 'inflight' | 'count' | 'draining'>
+  /** effectiveConfig returns every variable's value, core and add-ons, secrets redacted. */
+  effectiveConfig: () => Record<string, Record<string, unknown>>
+  /**
+   * serve opens a listener of the add-on's own on addr with routes, handled like the public port's
+   * requests (ids, access log, 404/405, problem+json) and logged as `listener: name`. It stays up
+   * while the service drains and is closed, cutting what is left, after the shutdown hooks.
+   */
+  serve: (name: string, addr: Address, routes: Routes) => Promise<{ address: string; port: number }>
+}

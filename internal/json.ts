@@ -1,0 +1,104 @@
+import { type IncomingMessage, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http'
+import type { TrackedResponse } from './response.ts'
+
+/** sendJSON answers with status and body as JSON, plus headers (Location, say). */
+export function sendJSON(res: TrackedResponse, status: number, body: unknown, headers?: OutgoingHttpHeaders): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+/** FieldError names one invalid part of a request as RFC 9457's example does: a JSON pointer and why. */
+export interface FieldError {
+  pointer: string
+  detail: string
+}
+
+/**
+ * sendProblem answers with an RFC 9457 problem+json body: `type` is about:blank, so `title` is the
+ * status phrase, and `detail` says what went wrong in words meant for the client; extensions add
+ * members, such as `errors: FieldError[]` naming each invalid field. Never put an error's message or stack in `detail`: they are
+ * internals (kickstart.go's #86).
+ */
+export function sendProblem(
+  res: TrackedResponse,
+  status: number,
+  detail: string,
+  headers?: OutgoingHttpHeaders,
+  extensions?: { errors?: FieldError[] } & Record<string, unknown>,
+): void {
+  const title = STATUS_CODES[status] ?? 'Error'
+  const body = JSON.stringify({ type: 'about:blank', title, status, detail, ...extensions })
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body),
+  })
+  res.end(body)
+}
+
+/**
+ * readBody reads the request body of at most limit bytes (MAX_BODY_SIZE). It resolves with the
+ * body, or with undefined once the request has been answered or abandoned: 413 when the body is
+ * larger than limit (checked against Content-Length first, so nothing is read), or nothing when
+ * the client went away. Every route that reads a body goes through here, so none forgets a limit.
+ */
+export function readBody(req: IncomingMessage, res: TrackedResponse, limit: number): Promise<Buffer | undefined> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(tooLarge(req, res, limit))
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    function settle(body: Buffer | undefined) {
+      req.off('data', onData).off('end', onEnd).off('error', onGone).off('close', onGone)
+      resolve(body)
+    }
+    function onData(chunk: Buffer) {
+      size += chunk.byteLength
+      if (size > limit) settle(tooLarge(req, res, limit))
+      else chunks.push(chunk)
+    }
+    function onEnd() {
+      settle(Buffer.concat(chunks, size))
+    }
+    function onGone() {
+      settle(undefined) // the client went away, or the parser rejected the body and answered already
+    }
+    req.on('data', onData).on('end', onEnd).on('error', onGone).on('close', onGone)
+  })
+}
+
+// Not a for-await loop: leaving it early destroys the request, and with it the socket the 413 needs.
+function tooLarge(req: IncomingMessage, res: TrackedResponse, limit: number): undefined {
+  req.resume() // discard the rest as it arrives; the connection closes after the answer
+  res.shouldKeepAlive = false
+  sendProblem(res, 413, `The request body is larger than ${limit} bytes.`)
+  return undefined
+}
+
+/**
+ * readJSON reads a JSON request body within limit, answering itself when it cannot: 415 unless the
+ * content type is application/json, 413 above limit, 400 for malformed JSON (saying where). It
+ * resolves with the parsed value, unchecked, or with undefined once the request is answered:
+ *
+ *   const body = await readJSON(req, res, deps.config.maxBodyBytes)
+ *   if (body === undefined) return
+ */
+export async function readJSON(req: IncomingMessage, res: TrackedResponse, limit: number): Promise<unknown> {
+  const type = req.headers['content-type'] ?? ''
+  if (!/^application\/json\s*(?:;|$)/i.test(type)) {
+    req.resume()
+    res.shouldKeepAlive = false // the body is not read, so the connection cannot carry another request
+    sendProblem(res, 415, `Expected a body of type application/json, got ${type === '' ? 'none' : type}.`)
+    return undefined
+  }
+  const body = await readBody(req, res, limit)
+  if (body === undefined) return undefined
+  try {
+    return JSON.parse(body.toString('utf8'))
+  } catch (err) {
+    // V8's message says where ("... in JSON at position 12 (line 1 column 13)") and holds only the
+    // client's own input: safe to send back.
+    sendProblem(res, 400, `The body is not valid JSON: ${(err as Error).message}`)
+    return undefined
+  }
+}
