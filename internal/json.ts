@@ -1,18 +1,29 @@
 import { type IncomingMessage, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http'
 import type { TrackedResponse } from './response.ts'
+import type { Response } from './router.ts'
+
+// What a Response<R> may answer: any status and body when its operation is untyped (R unknown),
+// else only the statuses R documents, each with its own body.
+type Status<R> = unknown extends R ? number : keyof R & number
+type Body<R, S> = unknown extends R ? unknown : S extends keyof R ? R[S] : never
 
 /** sendJSON answers with status and body as JSON, plus headers (Location, say). */
-export function sendJSON(res: TrackedResponse, status: number, body: unknown, headers?: OutgoingHttpHeaders): void {
+export function sendJSON<R = unknown, S extends Status<R> = Status<R>>(
+  res: Response<R>,
+  status: S,
+  body: NoInfer<Body<R, S>>,
+  headers?: OutgoingHttpHeaders,
+): void {
   const text = JSON.stringify(body)
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
   res.end(text)
 }
 
-/** FieldError names one invalid part of a request as RFC 9457's example does: a JSON pointer and why. */
-export interface FieldError {
-  pointer: string
-  detail: string
-}
+/**
+ * FieldError names one invalid part of a request and says why, as RFC 9457's example does: a JSON
+ * pointer into the body, or the name of a path or query parameter.
+ */
+export type FieldError = { pointer: string; detail: string } | { parameter: string; detail: string }
 
 /**
  * sendProblem answers with an RFC 9457 problem+json body: `type` is about:blank, so `title` is the
@@ -20,9 +31,9 @@ export interface FieldError {
  * members, such as `errors: FieldError[]` naming each invalid field. Never put an error's message or stack in `detail`: they are
  * internals (kickstart.go's #86).
  */
-export function sendProblem(
-  res: TrackedResponse,
-  status: number,
+export function sendProblem<R = unknown>(
+  res: Response<R>,
+  status: NoInfer<Status<R>>,
   detail: string,
   headers?: OutgoingHttpHeaders,
   extensions?: { errors?: FieldError[] } & Record<string, unknown>,

@@ -9,11 +9,24 @@ export type Params<Template extends string = string> = { readonly [K in ParamNam
 
 type ParamNames<T extends string> = T extends `${string}{${infer Name}}${infer Rest}` ? Name | ParamNames<Rest> : never
 
+declare const documented: unique symbol
+
+/**
+ * Response is the response of an operation whose answers a spec documents (R: the JSON body of
+ * each status, from a generated api-types.ts): sendJSON and sendProblem accept only those. At run
+ * time it is the TrackedResponse; the rest is for the compiler.
+ */
+export type Response<R = unknown> = TrackedResponse & { readonly [documented]?: R }
+
 /**
  * Handler answers one request. Anything it throws or rejects with becomes a logged 500, so expected
  * outcomes (not found, invalid input) should be responses, not exceptions.
  */
-export type Handler<P = Params> = (req: IncomingMessage, res: TrackedResponse, params: P) => void | Promise<void>
+export type Handler<P = Params, R = unknown> = (
+  req: IncomingMessage,
+  res: Response<R>,
+  params: P,
+) => void | Promise<void>
 
 /** MethodHandlers maps the methods of one route to their handlers. */
 export type MethodHandlers<Template extends string = string> = Partial<Record<Method, Handler<Params<Template>>>>
@@ -28,6 +41,23 @@ export type Routes = { readonly [template: string]: MethodHandlers }
 export function routes<const T extends string>(table: { [K in T]: MethodHandlers<K> }): Routes {
   return table as Routes
 }
+
+/**
+ * typedRoutes returns routes() for the operations a spec documents (Operations, generated in
+ * api-types.ts): each handler may send only the answers its operation documents, and a route or
+ * method the spec lacks does not compile.
+ */
+export function typedRoutes<Operations>() {
+  return <const T extends string>(table: {
+    [K in T]: {
+      [M in Method]?: `${M} ${K}` extends keyof Operations
+        ? Handler<Params<K>, ResponsesOf<Operations[`${M} ${K}`]>>
+        : never
+    }
+  }): Routes => table as Routes
+}
+
+type ResponsesOf<Operation> = Operation extends { responses: infer R } ? R : never
 
 /** Route is one compiled entry of the table. */
 export interface Route {

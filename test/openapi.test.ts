@@ -5,76 +5,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { validate } from '@hyperjump/json-schema/openapi-3-1'
+import { addOns } from '../cmd/server/main.ts'
 import { buildDir } from '../internal/build-info.ts'
-import type { Routes } from '../internal/router.ts'
-import { newRoutes } from '../internal/routes.ts'
-import { assertProblem, pkg, type StartOptions, startService } from './service.ts'
-import {
-  assertDocumented,
-  assertResponse,
-  casesOf,
-  loadSpec,
-  metaSchema,
-  operationsOf,
-  operationsServed,
-} from './spec.ts'
+import { assertProblem, pkg, startService } from './service.ts'
+import { assertDocumented, assertResponse, checkPublicSpec, loadSpec, metaSchema, operationsOf } from './spec.ts'
 
 const spec = loadSpec(new URL('openapi.yaml', buildDir))
-
-/**
- * checkSpec runs the contract checks for the service started with options against spec: add-ons
- * call it with themselves in options, so each is held to the spec it merges in.
- */
-export function checkSpec(options: StartOptions = {}) {
-  it('documents exactly the operations the public port serves', async (t) => {
-    const tables: Routes[] = []
-    await startService(t, {}, capturing(options, tables))
-    const served = tables.flatMap(operationsServed)
-    assert.deepEqual(
-      served.sort(),
-      operationsOf(spec)
-        .map((o) => o.name)
-        .sort(),
-    )
-  })
-
-  it("answers every operation's own examples on its route, as documented", async (t) => {
-    const service = await startService(t, {}, options)
-    for (const operation of operationsOf(spec)) {
-      for (const [i, c] of casesOf(spec, operation).entries()) {
-        const id = `spec-${operation.method}-${i}-${Math.random().toString(36).slice(2)}`
-        const res = await fetch(`${service.url}${c.path}`, {
-          ...c.init,
-          headers: { ...(c.init.headers as Record<string, string>), 'x-request-id': id },
-        })
-        const what = `${operation.name}, ${c.name}: ${c.init.method} ${c.path} answered ${res.status}`
-        await assertDocumented(spec, res, operation)
-        const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === id)
-        assert.equal(line.route, operation.template, `${what} without reaching its route`)
-      }
-    }
-  })
-}
-
-/** capturing returns options whose route tables, the service's and the add-ons', land in tables. */
-function capturing(options: StartOptions, tables: Routes[]): StartOptions {
-  const routes = options.routes ?? newRoutes
-  return {
-    routes: async (deps) => {
-      const table = await routes(deps)
-      tables.push(table)
-      return table
-    },
-    addOns: (options.addOns ?? []).map((addOn) => ({
-      ...addOn,
-      async start(ctx) {
-        const parts = (await addOn.start(ctx)) ?? {}
-        tables.push(parts.routes ?? {})
-        return parts
-      },
-    })),
-  }
-}
 
 describe('openapi.yaml', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
@@ -93,7 +29,7 @@ describe('openapi.yaml', () => {
     assert.equal(spec.doc.info.version, pkg.version)
   })
 
-  checkSpec()
+  checkPublicSpec({ addOns })
 
   it('describes /ready while shutting down', async (t) => {
     const service = await startService(t, { SHUTDOWN_DELAY: '1m' })

@@ -6,7 +6,11 @@ import { readFileSync } from 'node:fs'
 import { registerSchema, validate } from '@hyperjump/json-schema/openapi-3-1'
 import type { OpenAPIV3_1 as OAS } from 'openapi-types'
 import { parse } from 'yaml'
+import { it } from 'node:test'
+import { buildDir } from '../internal/build-info.ts'
 import type { Routes } from '../internal/router.ts'
+import { newRoutes } from '../internal/routes.ts'
+import { type StartOptions, startService } from './service.ts'
 
 /** Spec is a parsed document and where it lives, which its relative $refs resolve against. */
 export interface Spec {
@@ -57,11 +61,23 @@ export interface Operation {
 /** operationsOf lists the operations spec documents, HEAD included as the operation it is. */
 export function operationsOf(spec: Spec): Operation[] {
   return Object.entries(spec.doc.paths ?? {}).flatMap(([template, item]) =>
-    methods.flatMap((m) => {
-      const op = item?.[m]
-      if (op === undefined) return []
+    // In the document's order: an operation's examples may need an earlier one's (POST before GET).
+    Object.keys(item ?? {}).flatMap((key) => {
+      const m = methods.find((method) => method === key)
+      const op = m === undefined ? undefined : item?.[m]
+      if (m === undefined || op === undefined) return []
       const name = `${m.toUpperCase()} ${template}`
-      return [{ name, method: m.toUpperCase(), template, op, pointer: `/paths/${escape(template)}/${m}` }]
+      // Parameters of the path apply to each of its operations.
+      const parameters = [...(item?.parameters ?? []), ...(op.parameters ?? [])]
+      return [
+        {
+          name,
+          method: m.toUpperCase(),
+          template,
+          op: { ...op, parameters },
+          pointer: `/paths/${escape(template)}/${m}`,
+        },
+      ]
     }),
   )
 }
@@ -84,8 +100,9 @@ export interface Case {
 
 /**
  * casesOf returns the requests op's own examples make: one with each parameter's `example` (or
- * its schema's default) and the request body's `example`, then one per named example of a
- * parameter or of the body, the rest as in the first.
+ * its schema's default) and the request body's `example`, then one per named example, valid
+ * (`examples`) or not (`x-invalid-examples`), of a parameter or of the body, the rest as in the
+ * first.
  */
 export function casesOf(spec: Spec, { method, template, op }: Operation): Case[] {
   const parameters = (op.parameters ?? []).map((p) => resolve<OAS.ParameterObject>(spec, p))
@@ -112,7 +129,7 @@ export function casesOf(spec: Spec, { method, template, op }: Operation): Case[]
   }
   const cases = [make('example', base, body?.example)]
   for (const p of parameters) {
-    for (const [name, example] of Object.entries(p.examples ?? {})) {
+    for (const [name, example] of Object.entries({ ...p.examples, ...invalidExamples(p) })) {
       cases.push(
         make(
           `${p.name}: ${name}`,
@@ -122,10 +139,20 @@ export function casesOf(spec: Spec, { method, template, op }: Operation): Case[]
       )
     }
   }
-  for (const [name, example] of Object.entries(body?.examples ?? {})) {
+  for (const [name, example] of Object.entries({ ...body?.examples, ...invalidExamples(body) })) {
     cases.push(make(`body: ${name}`, base, resolve<OAS.ExampleObject>(spec, example).value))
   }
   return cases
+}
+
+/**
+ * invalidExamples returns the `x-invalid-examples` of a parameter or media type: values the
+ * schema refuses, kept apart from `examples`, which linters hold to the schema, to show the 400s.
+ */
+function invalidExamples(value: object | undefined): Record<string, OAS.ExampleObject> {
+  return (
+    (value as { 'x-invalid-examples'?: Record<string, OAS.ExampleObject> } | undefined)?.['x-invalid-examples'] ?? {}
+  )
 }
 
 /**
@@ -150,7 +177,7 @@ export async function assertResponse(
 ): Promise<void> {
   const { value, url } = follow<OAS.ResponseObject>(spec, response, `${spec.url}#${pointer}`)
   const text = await res.text()
-  if (head) assert.equal(text, '', `${url}: HEAD answered a body`)
+  if (head || value.content === undefined) assert.equal(text, '', `${url}: a body where none is documented`)
   else {
     const contentType = res.headers.get('content-type') ?? ''
     assert.ok(value.content?.[contentType]?.schema, `${url} documents content type ${contentType}`)
@@ -190,7 +217,65 @@ function follow<T>(spec: Spec, value: T | OAS.ReferenceObject, url: string): { v
   return follow(doc, found as T | OAS.ReferenceObject, `${doc.url}#${pointer}`)
 }
 
-/** escape writes key as one JSON pointer token. */
+/** escape writes key as one JSON pointer token, percent-encoded for a URI fragment (RFC 6901 §6). */
 export function escape(key: string): string {
-  return key.replaceAll('~', '~0').replaceAll('/', '~1')
+  return encodeURIComponent(key.replaceAll('~', '~0').replaceAll('/', '~1'))
+}
+
+/**
+ * checkPublicSpec defines the contract tests of the public port, started with options (the
+ * add-ons), against the spec it serves: openapi.yaml with the add-ons' fragments merged in.
+ */
+export function checkPublicSpec(options: StartOptions = {}) {
+  const spec = loadSpec(new URL('openapi.yaml', buildDir))
+  it('documents exactly the operations the public port serves', async (t) => {
+    const tables: Routes[] = []
+    await startService(t, {}, capturing(options, tables))
+    const served = tables.flatMap(operationsServed)
+    assert.deepEqual(
+      served.sort(),
+      operationsOf(spec)
+        .map((o) => o.name)
+        .sort(),
+    )
+  })
+
+  it("answers every operation's own examples on its route, as documented", async (t) => {
+    const service = await startService(t, {}, options)
+    for (const operation of operationsOf(spec)) {
+      for (const [i, c] of casesOf(spec, operation).entries()) {
+        const id = `spec-${operation.method}-${i}-${Math.random().toString(36).slice(2)}`
+        const res = await fetch(`${service.url}${c.path}`, {
+          ...c.init,
+          headers: { ...(c.init.headers as Record<string, string>), 'x-request-id': id },
+        })
+        const what = `${operation.name}, ${c.name}: ${c.init.method} ${c.path} answered ${res.status}`
+        // An operation's own example must succeed; its named examples show the other answers.
+        if (c.name === 'example') assert.ok(res.status >= 200 && res.status < 300, what)
+        await assertDocumented(spec, res, operation)
+        const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === id)
+        assert.equal(line.route, operation.template, `${what} without reaching its route`)
+      }
+    }
+  })
+}
+
+/** capturing returns options whose route tables, the service's and the add-ons', land in tables. */
+function capturing(options: StartOptions, tables: Routes[]): StartOptions {
+  const routes = options.routes ?? newRoutes
+  return {
+    routes: async (deps) => {
+      const table = await routes(deps)
+      tables.push(table)
+      return table
+    },
+    addOns: (options.addOns ?? []).map((addOn) => ({
+      ...addOn,
+      async start(ctx) {
+        const parts = (await addOn.start(ctx)) ?? {}
+        tables.push(parts.routes ?? {})
+        return parts
+      },
+    })),
+  }
 }

@@ -11,6 +11,7 @@ import { run } from '../../internal/run.ts'
  */
 export const addOns: readonly AddOn<any>[] = [
   (await import('../../internal/debug/debug.ts')).debug, // DEBUG_ADDR: profiles and /debug/vars
+  (await import('../../internal/items/items.ts')).items, // the worked example: /items in SQLite
 ]
 
 if (import.meta.main) {

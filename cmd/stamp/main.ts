@@ -1,8 +1,10 @@
-// stamp writes what the service reads at start-up into dist/: build-info.json (what /health reports)
-// and openapi.yaml. `npm run build` runs it after tsc; `npm test` and `npm run dev` run it too, as
-// the sources then read the same files from dist/.
+// stamp writes what the service reads at start-up into dist/: build-info.json (what /health
+// reports) and openapi.yaml, the public spec with the add-ons' fragments (internal/*/openapi.yaml)
+// merged in. `npm run build` runs it after tsc; `npm test` and `npm run dev` run it too, as the
+// sources read the same files from dist/.
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { isMap, parseDocument, type YAMLMap } from 'yaml'
 import { type Git, newBuildInfo } from '../../internal/build-info.ts'
 
 const root = new URL('../../', import.meta.url)
@@ -24,15 +26,48 @@ function readGit(): Git | null {
   }
 }
 
+/**
+ * mergeSpec returns openapi.yaml with the paths, components and tags of every fragment added; a
+ * fragment's references to the public document become local ones. Without fragments it returns
+ * the file's bytes unchanged. It throws when a fragment adds a path or component that exists.
+ */
+function mergeSpec(): string | Buffer {
+  const file = new URL('openapi.yaml', root)
+  const fragments = readdirSync(new URL('internal/', root), { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && existsSync(new URL(`internal/${entry.name}/openapi.yaml`, root)))
+    .map((entry) => `internal/${entry.name}/openapi.yaml`)
+  if (fragments.length === 0) return readFileSync(file)
+  const spec = parseDocument(readFileSync(file, 'utf8'))
+  for (const name of fragments) {
+    const text = readFileSync(new URL(name, root), 'utf8').replaceAll("'../../openapi.yaml#", "'#")
+    const fragment = parseDocument(text)
+    for (const key of ['paths', 'components']) {
+      for (const path of key === 'paths' ? [[key]] : sectionsOf(fragment.getIn([key]))) {
+        const added = fragment.getIn(path) as YAMLMap | undefined
+        for (const pair of added?.items ?? []) {
+          const at = [...path, String(pair.key)]
+          if (spec.hasIn(at)) throw new Error(`${name}: ${at.join('.')} is in openapi.yaml already`)
+          spec.setIn(at, pair.value)
+        }
+      }
+    }
+    for (const tag of (fragment.get('tags') as YAMLMap | undefined)?.items ?? []) spec.addIn(['tags'], tag)
+  }
+  return spec.toString({ lineWidth: 0 })
+}
+
+function sectionsOf(components: unknown): string[][] {
+  return isMap(components) ? components.items.map((pair) => ['components', String(pair.key)]) : []
+}
+
 /** write replaces file through a temporary one, so a reader never sees half a file. */
 function write(name: string, data: string | Buffer) {
-  const file = new URL(name, dist)
   const partial = new URL(`${name}.${process.pid}.partial`, dist)
   writeFileSync(partial, data)
-  renameSync(partial, file)
+  renameSync(partial, new URL(name, dist))
 }
 
 const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { name: string; version?: string }
 mkdirSync(dist, { recursive: true })
 write('build-info.json', `${JSON.stringify(newBuildInfo(pkg, process.env, readGit()), null, 2)}\n`)
-write('openapi.yaml', readFileSync(new URL('openapi.yaml', root)))
+write('openapi.yaml', mergeSpec())
