@@ -40,6 +40,11 @@ export interface AddOnContext<C> {
   lifecycle: Lifecycle
   /** server is the public server's connections and requests, readable once it listens. */
   server: Pick<Connections, 'inflight' | 'count' | 'draining'>
+  /**
+   * warnLimited logs a warning about a client under the service's shared budget of 10 such lines a
+   * second; a line let through says how many were dropped before it.
+   */
+  warnLimited: (fields: Record<string, unknown>, message: string) => void
   /** effectiveConfig returns every variable's value, core and add-ons, secrets redacted. */
   effectiveConfig: () => Record<string, Record<string, unknown>>
   /**

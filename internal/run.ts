@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
 import { type BuildInfo, buildDir as defaultBuildDir, readBuild } from './build-info.ts'
 import { checkConfig, type Config, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
+import { newLogLimiter } from './client-error.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { describeListenError, listen } from './listen.ts'
 import { type Logger, type LogOutput, newLogger } from './log.ts'
@@ -90,7 +91,9 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   const context = new AsyncLocalStorage<TrackedResponse>()
   const log = newLogger(stdout, core.config.logLevel, base, context)
   stdout.onDropped = (dropped) => log.warn({ dropped }, 'log lines dropped: stdout did not keep up')
-  return { ok: true, ...built, config: core.config, configs, context, log, startedAt: new Date() } as const
+  // At most 10 lines a second about misbehaving clients, whichever listener they reach.
+  const limiter = newLogLimiter(10, 1000)
+  return { ok: true, ...built, config: core.config, configs, context, log, limiter, startedAt: new Date() } as const
 }
 
 /**
@@ -124,7 +127,7 @@ async function start(input: RunInput, setup: Setup, listeners: HTTPServer[]) {
   }
   const routes = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
   const hooks = parts.flatMap((part) => part.hooks ?? [])
-  http = newServer({ log, output: stdout, config, context: setup.context, routes, hooks })
+  http = newServer({ log, output: stdout, config, context: setup.context, routes, hooks, limiter: setup.limiter })
   try {
     await listen(http.server, config)
   } catch (err) {
@@ -164,9 +167,13 @@ function newAddOnContext(
       count: () => server()?.count() ?? Promise.resolve(0),
     },
     effectiveConfig: () => describeConfig(config, addOns, setup.configs),
+    warnLimited: (fields, message) => {
+      const dropped = setup.limiter.take()
+      if (dropped !== undefined) log.warn({ ...fields, dropped: dropped || undefined }, message)
+    },
     serve: async (name, addr, routes) => {
       const logger = log.child({ listener: name })
-      const http = newServer({ log: logger, output, config, context, routes })
+      const http = newServer({ log: logger, output, config, context, routes, limiter: setup.limiter })
       listeners.push(http)
       await listen(http.server, addr)
       const { address, port } = http.server.address() as AddressInfo

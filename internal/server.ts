@@ -1,7 +1,7 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { newAccessLog } from './access-log.ts'
-import { handleClientError, handleConnect, newLogLimiter } from './client-error.ts'
+import { handleClientError, handleConnect, type LogLimiter } from './client-error.ts'
 import type { Config } from './config.ts'
 import { closeAfter, type Connections, newConnections } from './connections.ts'
 import { sendProblem } from './json.ts'
@@ -30,6 +30,8 @@ export interface ServerDeps {
   context: AsyncLocalStorage<TrackedResponse>
   config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxHeaderBytes'>
   hooks?: RequestHooks[]
+  /** limiter bounds the lines logged about bad clients; the service's listeners share one. */
+  limiter: LogLimiter
 }
 
 /** HTTPServer is the node:http server plus the connections it keeps and drains. */
@@ -46,13 +48,12 @@ const absoluteForm = /^https?:\/\/[^/?#]*/i
  * the handler in the request context the logger reads, turns whatever a handler throws into a
  * logged 500, and writes one access-log line per request. Timeouts and size limits come from config.
  */
-export function newServer({ log, output, routes, context, config, hooks = [] }: ServerDeps): HTTPServer {
+export function newServer({ log, output, routes, context, config, hooks = [], limiter }: ServerDeps): HTTPServer {
   const route = newRouter(routes)
   const ids = newIdSource()
   const logAccess = newAccessLog(log, output)
   const admit = hooks.flatMap((hook) => hook.admit ?? [])
   const done = hooks.flatMap((hook) => hook.done ?? [])
-  const limiter = newLogLimiter(10, 1000)
 
   const server = createServer<typeof IncomingMessage, typeof TrackedResponse>(
     {
