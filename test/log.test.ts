@@ -11,13 +11,13 @@ import { newLogger, newStdoutOutput } from '../internal/log.ts'
 import type { TrackedResponse } from '../internal/response.ts'
 import { newRoutes } from '../internal/routes.ts'
 import { exchange } from './raw.ts'
-import { type LogLine, newLogSink, startService, withRoutes } from './service.ts'
+import { type LogLine, newLogSink, pkg, startService, withRoutes } from './service.ts'
 
 const isoTime = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
 
 function assertBaseFields(line: LogLine) {
   assert.match(String(line.time), isoTime)
-  assert.equal(line.service, 'kickstart-node')
+  assert.equal(line.service, pkg.name)
   assert.equal(typeof line.version, 'string')
   assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(line.level))
 }

@@ -1,0 +1,120 @@
+import type { AddOn, AddOnContext } from '../addon.ts'
+import { type ConfigOf, parseDuration, type Vars } from '../config.ts'
+import { sendProblem } from '../json.ts'
+import type { TrackedResponse } from '../response.ts'
+import type { RequestHooks } from '../server.ts'
+import { type EventLoopWatch, watchEventLoop } from './event-loop.ts'
+
+/** sheddingVars declares the load-shedding variables; with neither limit set, it is off. */
+export const sheddingVars = {
+  maxInflight: {
+    name: 'SHED_MAX_INFLIGHT',
+    default: '',
+    parse: parseLimit,
+    expected: 'an integer from 1 to 9999999',
+    doc: 'most requests in flight on the public port, probes included; past it, a request answers 503 (probes never do); unset: no cap',
+  },
+  maxEventLoopDelayMs: {
+    name: 'SHED_MAX_EVENT_LOOP_DELAY',
+    default: '',
+    parse: parseDelay,
+    expected: 'a duration above zero with a unit, like 50ms or 1s',
+    doc: 'while the event loop runs later than this (mean over the last 50 ms), requests answer 503 (probes never do); unset: never',
+  },
+  retryAfterSeconds: {
+    name: 'SHED_RETRY_AFTER',
+    default: '1s',
+    parse: parseSeconds,
+    expected: 'a whole number of seconds, like 1s, 5s or 1m',
+    doc: 'the `Retry-After` a shed request gets',
+  },
+} satisfies Vars
+
+/** SheddingConfig is the parsed configuration sheddingVars declares. */
+export type SheddingConfig = ConfigOf<typeof sheddingVars>
+
+/**
+ * probeRoutes are the route templates never shed: a liveness probe that times out under load gets
+ * a busy pod restarted, which sheds everything; a readiness probe that fails takes it out of the
+ * Service and sends its load to the other replicas, which then fail the same way.
+ */
+export const probeRoutes: ReadonlySet<string> = new Set(['/health', '/ready'])
+
+// How often the event-loop delay is refreshed, and over what window: measured in BENCHMARKS.md
+// (Overload), a longer window lets the admitted requests wait longer before shedding starts.
+const windowMs = 50
+
+/**
+ * shedding is the opt-in load shedding (README.md in this folder): past SHED_MAX_INFLIGHT requests
+ * in flight, or while the event loop runs later than SHED_MAX_EVENT_LOOP_DELAY, requests to the
+ * public port answer 503 with Retry-After at once, except the probes. Off unless one is set.
+ */
+export const shedding: AddOn<typeof sheddingVars> = {
+  name: 'shedding',
+  vars: sheddingVars,
+  start: (ctx) => {
+    const { maxInflight, maxEventLoopDelayMs, retryAfterSeconds } = ctx.config
+    if (maxInflight === null && maxEventLoopDelayMs === null) return
+    const watch = maxEventLoopDelayMs === null ? undefined : watchEventLoop(windowMs)
+    if (watch !== undefined) ctx.lifecycle.onShutdown('event-loop watch', () => watch.stop())
+    ctx.log.info({ maxInflight, maxEventLoopDelayMs, retryAfterSeconds }, 'load shedding on')
+    return { hooks: newSheddingHooks(ctx, watch) }
+  },
+}
+
+/**
+ * newSheddingHooks returns the admit hook. Per request it reads two numbers the service keeps
+ * anyway (the requests in flight, the latest window's delay) and allocates nothing unless it
+ * sheds. The request being admitted is already in flight, hence `>`.
+ */
+export function newSheddingHooks(
+  ctx: Pick<AddOnContext<SheddingConfig>, 'config' | 'server' | 'warnLimited'>,
+  watch: EventLoopWatch | undefined,
+): RequestHooks {
+  const maxInflight = ctx.config.maxInflight ?? Number.POSITIVE_INFINITY
+  const maxDelayMs = ctx.config.maxEventLoopDelayMs ?? Number.POSITIVE_INFINITY
+  const seconds = ctx.config.retryAfterSeconds
+  const headers = { 'retry-after': String(seconds) }
+  const detail = `The service is overloaded; try again in ${seconds} second${seconds === 1 ? '' : 's'}.`
+  const server = ctx.server
+
+  function shed(res: TrackedResponse, fields: Record<string, unknown>, message: string): false {
+    ctx.warnLimited({ route: res.route, ...fields }, message)
+    sendProblem(res, 503, detail, headers)
+    return false
+  }
+
+  return {
+    admit(res) {
+      if (probeRoutes.has(res.route)) return true
+      const inflight = server.inflight.size
+      if (inflight > maxInflight) {
+        return shed(res, { inflight, maxInflight }, 'request shed: too many requests in flight')
+      }
+      const delayMs = watch === undefined ? 0 : watch.delayMs
+      if (delayMs > maxDelayMs) {
+        const eventLoopDelayMs = Math.round(delayMs * 10) / 10
+        return shed(res, { eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }, 'request shed: event loop delayed')
+      }
+      return true
+    },
+  }
+}
+
+// '' (unset) is null, off; undefined refuses the value.
+function parseLimit(raw: string): number | null | undefined {
+  if (raw === '') return null
+  return /^\d{1,7}$/.test(raw) && Number(raw) >= 1 ? Number(raw) : undefined
+}
+
+function parseDelay(raw: string): number | null | undefined {
+  if (raw === '') return null
+  const ms = parseDuration(raw)
+  return ms !== undefined && ms > 0 ? ms : undefined
+}
+
+// Retry-After takes whole seconds (RFC 9110 §10.2.3): a value that would need rounding is refused.
+function parseSeconds(raw: string): number | undefined {
+  const ms = parseDuration(raw)
+  return ms !== undefined && ms >= 1000 && ms % 1000 === 0 ? ms / 1000 : undefined
+}
