@@ -60,6 +60,7 @@ export function newLogSink(): LogSink {
           waiters.delete(waiter)
           reject(new Error(`timed out waiting for ${what}; logs:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`))
         }, timeoutMs)
+        timer.unref() // a bound for failures only: it must not hold the process once the test is done
         const waiter = (line: LogLine) => {
           if (!match(line)) return
           clearTimeout(timer)

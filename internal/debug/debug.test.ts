@@ -392,11 +392,8 @@ describe('debug.openapi.yaml and README.md', () => {
     const service = await startDebugService(t)
     for (const operation of operationsOf(spec)) {
       for (const c of casesOf(spec, operation)) {
-        const query =
-          c.path.includes('/pprof/') && !c.path.includes('seconds=')
-            ? `${c.path.includes('?') ? '&' : '?'}seconds=1`
-            : ''
-        const res = await fetch(`${service.debugUrl}${c.path}${query}`, c.init)
+        const res = await fetch(`${service.debugUrl}${c.path}`, c.init)
+        if (c.name === 'example') assert.ok(res.ok, `${operation.name} answered its example ${res.status}`)
         await assertDocumented(spec, res, operation)
       }
     }
