@@ -113,6 +113,13 @@ export const coreVars = {
     expected: size,
     doc: 'largest body `readBody` and `readJSON` accept; larger gets 413',
   },
+  maxConnections: {
+    name: 'MAX_CONNECTIONS',
+    default: '',
+    parse: (raw: string) => (raw === '' ? null : /^[1-9]\d{0,6}$/.test(raw) ? Number(raw) : undefined),
+    expected: 'an integer from 1 to 9999999',
+    doc: "most connections open at once; past it new ones are closed and logged. unset: the file-descriptor limit less a tenth (at least 32), kept for the service's own files",
+  },
 } satisfies Vars
 
 /** Config is the core service's configuration. */

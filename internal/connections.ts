@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import type { IncomingMessage, Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
 import type { LogLimiter } from './client-error.ts'
@@ -47,6 +48,22 @@ export function lastResponse(socket: Socket): TrackedResponse | undefined {
 }
 
 /**
+ * connectionBudget returns how many connections the service may hold open: the soft limit on open
+ * file descriptors (Linux: /proc/self/limits) less a tenth, at least 32, kept for the service's
+ * own files, listeners and logs. Past it, Node closes new connections and emits 'drop', which is
+ * logged; without the budget, libuv would accept and close them itself and tell nobody (its EMFILE
+ * trick). Infinity where the limit cannot be read.
+ */
+export function connectionBudget(limits = '/proc/self/limits'): number {
+  try {
+    const soft = /^Max open files\s+(\d+)/m.exec(readFileSync(limits, 'utf8'))?.[1]
+    return soft === undefined ? Infinity : Number(soft) - Math.max(32, Math.ceil(Number(soft) / 10))
+  } catch {
+    return Infinity
+  }
+}
+
+/**
  * newConnections tracks server's connections and requests in flight. track() must see every
  * request first: it returns false when the request must not be handled (its connection was cut or
  * had announced its close); onDone is called once per tracked response, when it closes.
@@ -73,7 +90,12 @@ export function newConnections(
   server.on('drop', (data?: { remoteAddress?: string }) => {
     const dropped = limiter.take()
     if (dropped !== undefined) {
-      log.warn({ remoteAddr: data?.remoteAddress, dropped: dropped || undefined }, 'connection refused: too many open')
+      const fields = {
+        remoteAddr: data?.remoteAddress,
+        maxConnections: server.maxConnections,
+        dropped: dropped || undefined,
+      }
+      log.warn(fields, 'connection refused: MAX_CONNECTIONS are open')
     }
   })
 

@@ -1,5 +1,6 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import { write } from 'node:fs'
+import { fstatSync, write } from 'node:fs'
+import { Socket } from 'node:net'
 import { createRequire } from 'node:module'
 import type { Logger } from 'pino'
 import type { LogLevel } from './config.ts'
@@ -60,13 +61,14 @@ export interface StdoutOutput extends LogOutput {
 
 /**
  * newStdoutOutput writes log lines to file descriptor fd without ever blocking the event loop. The
- * lines of one event-loop turn are joined and written together at its end, through libuv's thread
- * pool: under load that batches dozens of access lines per system call. When the reader of stdout
- * stalls, lines queue in memory up to maxQueuedBytes, then new lines are dropped and counted, and
- * the count is logged once stdout keeps up again: serving, /ready and stop signals never wait for
- * a log reader (README.md, Logs).
+ * lines of one event-loop turn are joined and written together at its end: under load that
+ * batches dozens of access lines per system call. When the reader of stdout stalls, lines queue in
+ * memory up to maxQueuedBytes, then new lines are dropped and counted, and the count is logged
+ * once stdout keeps up again: serving, /ready and stop signals never wait for a log reader
+ * (README.md, Logs).
  */
 export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): StdoutOutput {
+  const send = newSender(fd)
   let pending: string[] = []
   let queued = 0 // bytes pending or being written, counted as UTF-16 units: close enough for a bound
   let writing = false
@@ -88,14 +90,7 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
     const data = Buffer.from(pending.length === 1 ? (pending[0] ?? '') : pending.join(''))
     pending = []
     writing = true
-    send(data, 0)
-  }
-  function send(data: Buffer, offset: number) {
-    write(fd, data, offset, data.length - offset, null, (err, written) => {
-      // A non-blocking pipe that is full answers EAGAIN: try again shortly rather than spin.
-      if (err?.code === 'EAGAIN') return void setTimeout(send, 10, data, offset)
-      // Anything else (EPIPE: nobody reads stdout any more) leaves nowhere to report it: drop.
-      if (err === null && offset + written < data.length) return send(data, offset + written)
+    send(data, () => {
       writing = false
       queued = pending.reduce((sum, line) => sum + line.length, 0)
       flush()
@@ -119,4 +114,27 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
     },
   }
   return output
+}
+
+/**
+ * newSender returns how to write a chunk to fd and be called back once it is written or lost
+ * (EPIPE: nobody reads stdout any more, and nowhere is left to report it). A pipe or socket, what
+ * a container's stdout is, is written as a non-blocking stream: libuv never waits for the reader.
+ * A file or terminal goes through the thread pool, where a write does not stall for long; a
+ * blocking write to a stalled pipe there would hold the process's exit (libuv joins its threads).
+ */
+function newSender(fd: number): (data: Buffer, done: () => void) => void {
+  const stat = fstatSync(fd)
+  if (stat.isFIFO() || stat.isSocket()) {
+    const stream = new Socket({ fd, readable: false, writable: true })
+    stream.on('error', () => {})
+    return (data, done) => void stream.write(data, () => done())
+  }
+  const send = (data: Buffer, offset: number, done: () => void): void =>
+    write(fd, data, offset, data.length - offset, null, (err, written) => {
+      if (err?.code === 'EAGAIN') return void setTimeout(send, 10, data, offset, done) // a full non-blocking pipe
+      if (err === null && offset + written < data.length) return send(data, offset + written, done)
+      done()
+    })
+  return (data, done) => send(data, 0, done)
 }

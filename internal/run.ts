@@ -5,6 +5,7 @@ import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
 import { type BuildInfo, buildDir as defaultBuildDir, readBuild } from './build-info.ts'
 import { checkConfig, type Config, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
 import { newLogLimiter } from './client-error.ts'
+import { connectionBudget } from './connections.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { describeListenError, listen } from './listen.ts'
 import { type Logger, type LogOutput, newLogger } from './log.ts'
@@ -128,6 +129,7 @@ async function start(input: RunInput, setup: Setup, listeners: HTTPServer[]) {
   const routes = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
   const hooks = parts.flatMap((part) => part.hooks ?? [])
   http = newServer({ log, output: stdout, config, context: setup.context, routes, hooks, limiter: setup.limiter })
+  http.server.maxConnections = config.maxConnections ?? connectionBudget()
   try {
     await listen(http.server, config)
   } catch (err) {
@@ -137,7 +139,7 @@ async function start(input: RunInput, setup: Setup, listeners: HTTPServer[]) {
     )
   }
   const { address, port } = http.server.address() as AddressInfo
-  log.info({ address, port, commit: setup.build.commit }, 'listening')
+  log.info({ address, port, commit: setup.build.commit, maxConnections: http.server.maxConnections }, 'listening')
   return { ok: true, http, lifecycle } as const
 }
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { connectionBudget } from '../internal/connections.ts'
 import { declaredRows, readmeTable } from './service.ts'
 import {
   addressExpected,
@@ -21,23 +24,15 @@ function parseCore(env: Env) {
 }
 
 describe('parseConfig', () => {
-  it('applies the documented defaults to an empty environment, frozen', () => {
+  it('applies every declared default to an empty environment, frozen', () => {
     const result = parseCore({})
-    assert.deepEqual(result, {
-      problems: [],
-      config: {
-        port: 8080,
-        host: '',
-        logLevel: 'info',
-        shutdownDelayMs: 0,
-        shutdownTimeoutMs: 10_000,
-        headersTimeoutMs: 10_000,
-        requestTimeoutMs: 30_000,
-        keepAliveTimeoutMs: 65_000,
-        maxHeaderBytes: 16_384,
-        maxBodyBytes: 1_048_576,
-      },
-    })
+    assert.deepEqual(result.problems, [])
+    for (const [key, v] of Object.entries(coreVars)) {
+      assert.deepEqual(result.config[key as keyof typeof coreVars], v.parse(v.default), v.name)
+    }
+    assert.equal(result.config.port, 8080)
+    assert.equal(result.config.shutdownTimeoutMs, 10_000)
+    assert.equal(result.config.maxConnections, null, 'unset: the budget comes from the descriptor limit')
     assert.ok(Object.isFrozen(result.config))
   })
 
@@ -94,6 +89,7 @@ describe('parseConfig', () => {
     [{ MAX_HEADER_SIZE: '32KiB' }, { maxHeaderBytes: 32_768 }],
     [{ MAX_BODY_SIZE: '512B' }, { maxBodyBytes: 512 }],
     [{ MAX_BODY_SIZE: '10MiB' }, { maxBodyBytes: 10_485_760 }],
+    [{ MAX_CONNECTIONS: '500' }, { maxConnections: 500 }],
   ]
   for (const [env, expected] of valid) {
     it(`accepts ${JSON.stringify(env)}`, () => {
@@ -146,6 +142,7 @@ describe('parseConfig', () => {
       { MAX_BODY_SIZE: '1024' },
       'Expected `MAX_BODY_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `1024`',
     ],
+    [{ MAX_CONNECTIONS: '0' }, 'Expected `MAX_CONNECTIONS` to be an integer from 1 to 9999999, got `0`'],
     [
       { MAX_HEADER_SIZE: '0KiB' },
       'Expected `MAX_HEADER_SIZE` to be a size with a unit, like 512B, 16KiB or 1MiB, got `0KiB`',
@@ -189,6 +186,23 @@ describe('parseDuration', () => {
   for (const [input, expected] of cases) {
     it(`parses ${JSON.stringify(input)} as ${expected}`, () => assert.equal(parseDuration(input), expected))
   }
+})
+
+describe('connectionBudget', () => {
+  it('keeps a tenth of the descriptor limit, at least 32, and is unbounded where the limit is unknown', () => {
+    const limits = (soft: number) => {
+      const file = join(mkdtempSync(join(tmpdir(), 'limits-')), 'limits')
+      writeFileSync(
+        file,
+        `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                1048576              files\n`,
+      )
+      return file
+    }
+    assert.equal(connectionBudget(limits(1024)), 921)
+    assert.equal(connectionBudget(limits(64)), 32)
+    assert.equal(connectionBudget(limits(1_048_576)), 943_718)
+    assert.equal(connectionBudget('/nonexistent/limits'), Infinity)
+  })
 })
 
 describe('parseAddress', () => {

@@ -66,6 +66,16 @@ export function findSamples(samples: Sample[], name: string, labels: Record<stri
   )
 }
 
+/**
+ * makeGarbage allocates a few megabytes that are dropped at once, for the young generation to
+ * collect: a test that waits for a garbage collection calls it between polls.
+ */
+export function makeGarbage(): number {
+  const garbage: { i: number; text: string }[] = []
+  for (let i = 0; i < 100_000; i++) garbage.push({ i, text: String(i) })
+  return garbage.length
+}
+
 /** Tools are the paths of Debian's Prometheus server and promtool. */
 export interface Tools {
   prometheus: string
