@@ -24,7 +24,9 @@ export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedRespo
   return (res) => {
     const req = res.req
     const aborted = res.aborted
-    const status = !aborted || res.headersSent ? res.statusCode : 499
+    // Aborted before anything went out (no headers, or queued behind another response on a
+    // connection that closed): 499, never a status the client did not get.
+    const status = !aborted || (res.headersSent && res.socket !== null) ? res.statusCode : 499
     const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
     if (!log.isLevelEnabled(level)) return
     const now = Date.now()

@@ -74,106 +74,144 @@ export function newConnections(
   limiter: LogLimiter,
   onDone: (res: TrackedResponse) => void,
 ): Connections & { track(res: TrackedResponse): boolean } {
-  const inflight = newInflight()
-  const sockets = new Set<TrackedSocket>()
+  const state = { server, log, limiter, inflight: newInflight(), sockets: new Set<TrackedSocket>(), accepted: 0 }
   let draining = false
   let closing = false
-  let accepted = 0
-
   server.on('connection', (socket: TrackedSocket) => {
     socket[unanswered] = 0
     socket[last] = undefined
-    accepted++
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
+    state.accepted++
+    state.sockets.add(socket)
+    socket.once('close', () => {
+      state.sockets.delete(socket)
+      if (socket[unanswered] > 0) setImmediate(closeQueued, state, socket)
+    })
+  })
+  // Once listening, an 'error' is a connection libuv failed to accept (ENFILE, ENOBUFS...): Node
+  // would throw it, stopping the service. It is logged, and the service goes on serving.
+  server.once('listening', () => {
+    server.on('error', (err: NodeJS.ErrnoException) => warn(state, { code: err.code }, 'connection not accepted'))
   })
   server.on('drop', (data?: { remoteAddress?: string }) => {
-    const dropped = limiter.take()
-    if (dropped !== undefined) {
-      const fields = {
-        remoteAddr: data?.remoteAddress,
-        maxConnections: server.maxConnections,
-        dropped: dropped || undefined,
-      }
-      log.warn(fields, 'connection refused: MAX_CONNECTIONS are open')
-    }
+    warn(
+      state,
+      { remoteAddr: data?.remoteAddress, maxConnections: server.maxConnections },
+      'connection refused: MAX_CONNECTIONS are open',
+    )
   })
-
   // One listener shared by every response ('this' is the response), so no closure per request.
   function onClose(this: TrackedResponse) {
-    inflight.delete(this)
+    if (!state.inflight.delete(this)) return // closed already, by closeQueued
     ;(this.req.socket as TrackedSocket)[unanswered]--
     onDone(this)
     // Node's gap: a keep-alive response in flight when close() was called leaves its socket open
     // until keepAliveTimeout. Once the server stops accepting, no socket outlives its response.
     if (closing) this.req.socket.destroySoon()
   }
-
   return {
-    inflight,
+    inflight: state.inflight,
     track(res) {
-      const socket = res.req.socket as TrackedSocket
-      const previous = socket[last]
-      // After a response that announced the connection's close, no further request is processed
-      // (RFC 9112 §9.6): the client knows to send it again elsewhere.
-      if (socket.destroyed || (previous !== undefined && !previous.shouldKeepAlive)) return cut(res)
-      socket[last] = res
-      if (++socket[unanswered] > maxPipelined) {
-        const dropped = limiter.take()
-        const fields = { remoteAddr: socket.remoteAddress, maxPipelined, dropped: dropped || undefined }
-        if (dropped !== undefined) log.warn(fields, 'connection cut: too many pipelined requests')
-        socket.destroy()
-        return cut(res)
-      }
-      inflight.add(res)
+      if (!admit(state, res)) return false
+      state.inflight.add(res)
       res.on('close', onClose)
       return true
     },
     get draining() {
       return draining
     },
-    count() {
-      return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)))
-    },
+    count: () => new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count))),
     drain() {
       draining = true
       // Responses whose headers are already out close their socket in onClose, once closing.
-      for (const res of inflight) if (!res.headersSent) closeAfter(res)
+      for (const res of state.inflight) if (!res.headersSent) closeAfter(res)
     },
-    async close() {
+    close() {
       closing = true
-      const closed = once(server, 'close')
-      // Connections the kernel has completed but Node has not accepted yet would be reset by
-      // closing the listener now; the poll phase before setImmediate accepts them first.
-      await new Promise((resolve) => setImmediate(resolve))
-      // net's close, not http's: http's would also destroy every connection that has not sent a
-      // request yet, including those just accepted whose request is still on its way.
-      NetServer.prototype.close.call(server)
-      // accepted is final now: with it, a client tells a connection refused from one lost.
-      log.info({ inflight: inflight.size, accepted }, 'stopped accepting connections')
-      // Node's closeIdleConnections() skips connections that never sent a byte (it counts them as
-      // active) and destroys those whose ended response is still being flushed. Wait, briefly,
-      // until neither kind is left; then close what is idle or silent, losing nothing.
-      const deadline = performance.now() + settleMs
-      while (performance.now() < deadline && [...sockets].some(isUnsettled)) {
-        await new Promise((resolve) => setTimeout(resolve, 5))
-      }
-      for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
-      server.closeIdleConnections()
-      await closed
-      server.close() // lets Node release its own connection tracking
-      const dropped = limiter.dropped()
-      if (dropped > 0) log.warn({ dropped }, 'malformed requests left out of the log')
+      return stopAccepting(state)
     },
     async destroy() {
       closing = true
-      const cut = [...inflight].map((res) => once(res, 'close'))
+      const cut = [...state.inflight].map((res) => once(res, 'close'))
       server.close()
       server.closeAllConnections()
-      for (const socket of sockets) socket.destroy()
+      for (const socket of state.sockets) socket.destroy()
       await Promise.all(cut)
     },
   }
+}
+
+type State = {
+  server: Server<typeof IncomingMessage, typeof TrackedResponse>
+  log: Logger
+  limiter: LogLimiter
+  inflight: ReturnType<typeof newInflight>
+  sockets: Set<TrackedSocket>
+  accepted: number
+}
+
+/**
+ * admit tells whether the request res answers may be handled: not after a response that announced
+ * its connection's close (RFC 9112 §9.6: the client sends it again elsewhere), nor past
+ * maxPipelined unanswered requests on one connection, which is then cut.
+ */
+function admit(state: State, res: TrackedResponse): boolean {
+  const socket = res.req.socket as TrackedSocket
+  const previous = socket[last]
+  if (socket.destroyed || (previous !== undefined && !previous.shouldKeepAlive)) return cut(res)
+  socket[last] = res
+  if (++socket[unanswered] <= maxPipelined) return true
+  warn(state, { remoteAddr: socket.remoteAddress, maxPipelined }, 'connection cut: too many pipelined requests')
+  socket.destroy()
+  return cut(res)
+}
+
+/**
+ * stopAccepting closes the listener without losing a connection the kernel already completed,
+ * closes idle connections and those that sent nothing, and resolves once every connection is gone.
+ */
+async function stopAccepting(state: State): Promise<void> {
+  const { server, log, limiter, inflight, sockets } = state
+  const closed = once(server, 'close')
+  // Connections the kernel has completed but Node has not accepted yet would be reset by closing
+  // the listener now; the poll phase before setImmediate accepts them first.
+  await new Promise((resolve) => setImmediate(resolve))
+  // net's close, not http's: http's would also destroy every connection that has not sent a
+  // request yet, including those just accepted whose request is still on its way.
+  NetServer.prototype.close.call(server)
+  // accepted is final now: with it, a client tells a connection refused from one lost.
+  log.info({ inflight: inflight.size, accepted: state.accepted }, 'stopped accepting connections')
+  // Node's closeIdleConnections() skips connections that never sent a byte (it counts them as
+  // active) and destroys those whose ended response is still being flushed. Wait, briefly, until
+  // neither kind is left; then close what is idle or silent, losing nothing.
+  const deadline = performance.now() + settleMs
+  while (performance.now() < deadline && [...sockets].some(isUnsettled)) {
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
+  server.closeIdleConnections()
+  await closed
+  server.close() // lets Node release its own connection tracking
+  const dropped = limiter.dropped()
+  if (dropped > 0) log.warn({ dropped }, 'lines about misbehaving clients left out of the log')
+}
+
+/**
+ * closeQueued closes the responses still waiting behind another on socket, which has closed. Node
+ * 24 and 26 close them themselves; Node 22 never does, and they would stay in flight, unlogged and
+ * held in memory, for good. They are collected before any closes: closing one unlinks it.
+ */
+function closeQueued(state: State, socket: Socket) {
+  const queued = [...state.inflight].filter((res) => res.req.socket === socket)
+  for (const res of queued) {
+    res.destroy()
+    res.emit('close')
+  }
+}
+
+/** warn logs a line about a misbehaving client within the limiter's budget. */
+function warn({ log, limiter }: State, fields: Record<string, unknown>, message: string) {
+  const dropped = limiter.take()
+  if (dropped !== undefined) log.warn({ ...fields, dropped: dropped || undefined }, message)
 }
 
 /** cut abandons res without an answer or a log line, and returns false for track(). */
@@ -215,14 +253,16 @@ function newInflight() {
       head = res
       size++
     },
-    delete(res: TrackedResponse) {
+    /** delete removes res and says whether it was in the list. */
+    delete(res: TrackedResponse): boolean {
       if (res.prevInflight !== undefined) res.prevInflight.nextInflight = res.nextInflight
       else if (head === res) head = res.nextInflight
-      else return // not in the list
+      else return false
       if (res.nextInflight !== undefined) res.nextInflight.prevInflight = res.prevInflight
       res.prevInflight = undefined
       res.nextInflight = undefined
       size--
+      return true
     },
     *[Symbol.iterator]() {
       for (let res = head; res !== undefined; res = res.nextInflight) yield res

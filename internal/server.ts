@@ -76,6 +76,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], li
   server.on('clientError', handleClientError(log, limiter, ids.spanId))
   server.on('connect', handleConnect(log, limiter, ids.spanId))
 
+  const handling: Handling = { route, admit, log, connections }
   function onRequest(req: IncomingMessage, res: TrackedResponse) {
     if (!connections.track(res)) return
     const parent = parseTraceparent(req.headers.traceparent)
@@ -85,48 +86,61 @@ export function newServer({ log, output, routes, context, config, hooks = [], li
     res.requestId = typeof id === 'string' && requestIdPattern.test(id) ? id : res.trace.spanId
     // While draining, only the latest request of a connection announces its close: handling waits
     // for a microtask, by which time Node has parsed every request pipelined in the same read.
-    if (connections.draining) queueMicrotask(() => context.run(res, dispatch, req, res))
-    else context.run(res, dispatch, req, res)
-  }
-
-  function dispatch(req: IncomingMessage, res: TrackedResponse) {
-    if (connections.draining) closeAfter(res)
-    const url = req.url ?? ''
-    const path = pathOf(url)
-    res.path = path ?? url
-    const invalid = path === undefined ? 'The request target must be a path.' : checkHost(req)
-    if (invalid !== undefined) {
-      res.shouldKeepAlive = false
-      return sendProblem(res, 400, invalid)
-    }
-    const match: Match = route(res.path)
-    if (match === undefined) return sendProblem(res, 404, 'There is nothing at this path.')
-    if (match === 'malformed') return sendProblem(res, 400, 'The path holds a malformed percent-encoding.')
-    res.route = match.route.template
-    const handler = match.route.handlers.get(req.method ?? '')
-    if (handler === undefined) {
-      return sendProblem(res, 405, `This path answers ${match.route.allow}.`, { allow: match.route.allow })
-    }
-    for (const hook of admit) if (!hook(res)) return
-    try {
-      const result = handler(req, res, match.params)
-      if (result !== undefined) result.catch((err: unknown) => fail(res, err))
-    } catch (err) {
-      fail(res, err)
-    }
-  }
-
-  function fail(res: TrackedResponse, err: unknown) {
-    log.error({ err, requestId: res.requestId, method: res.req.method, path: res.path }, 'handler failed')
-    if (res.headersSent) {
-      if (!res.writableEnded) res.destroy() // a half-sent response must not look complete
-      return
-    }
-    for (const name of res.getHeaderNames()) res.removeHeader(name) // the 500 keeps none of the handler's
-    sendProblem(res, 500, 'The server could not complete the request.')
+    if (connections.draining) queueMicrotask(() => context.run(res, dispatch, handling, req, res))
+    else context.run(res, dispatch, handling, req, res)
   }
 
   return Object.assign(connections, { server })
+}
+
+/** Handling is what dispatch needs, made once per server. */
+interface Handling {
+  route: (path: string) => Match
+  admit: ((res: TrackedResponse) => boolean)[]
+  log: Logger
+  connections: Pick<Connections, 'draining'>
+}
+
+/**
+ * dispatch answers a request whose ids are set: 400 for a target or Host it cannot take, 404 and
+ * 405 from the routes, else the add-ons' admit hooks and the handler, whose throw becomes a 500.
+ */
+function dispatch({ route, admit, log, connections }: Handling, req: IncomingMessage, res: TrackedResponse) {
+  if (connections.draining) closeAfter(res)
+  const url = req.url ?? ''
+  const path = pathOf(url)
+  res.path = path ?? url
+  const invalid = path === undefined ? 'The request target must be a path.' : checkHost(req)
+  if (invalid !== undefined) {
+    res.shouldKeepAlive = false
+    return sendProblem(res, 400, invalid)
+  }
+  const match = route(res.path)
+  if (match === undefined) return sendProblem(res, 404, 'There is nothing at this path.')
+  if (match === 'malformed') return sendProblem(res, 400, 'The path holds a malformed percent-encoding.')
+  res.route = match.route.template
+  const handler = match.route.handlers.get(req.method ?? '')
+  if (handler === undefined) {
+    return sendProblem(res, 405, `This path answers ${match.route.allow}.`, { allow: match.route.allow })
+  }
+  for (const hook of admit) if (!hook(res)) return
+  try {
+    const result = handler(req, res, match.params)
+    if (result !== undefined) result.catch((err: unknown) => fail(log, res, err))
+  } catch (err) {
+    fail(log, res, err)
+  }
+}
+
+/** fail logs what a handler threw and answers 500, or cuts a response already under way. */
+function fail(log: Logger, res: TrackedResponse, err: unknown) {
+  log.error({ err, requestId: res.requestId, method: res.req.method, path: res.path }, 'handler failed')
+  if (res.headersSent) {
+    if (!res.writableEnded) res.destroy() // a half-sent response must not look complete
+    return
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name) // the 500 keeps none of the handler's
+  sendProblem(res, 500, 'The server could not complete the request.')
 }
 
 /**

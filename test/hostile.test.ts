@@ -76,6 +76,24 @@ const corpus: [string, string | Buffer, number[]][] = [
   ['WebSocket upgrade nobody handles', get('/health', 'Connection: Upgrade\r\nUpgrade: websocket\r\n'), [200]],
   ['three pipelined requests', get('/health') + get('/ready') + get('/nope'), [200, 200, 404]],
   ['a valid request, then garbage on the same connection', get('/health') + 'garbage\r\n\r\n', [200, 400]],
+  // The attack report (test/attacks.pending.ts has one test per case).
+  [
+    'eight pipelined requests: a client that reads its answers is not cut',
+    get('/health').repeat(8),
+    Array.from({ length: 8 }, () => 200),
+  ],
+  [
+    'POST answered 405 before its body arrives, then a half-close',
+    `POST /health HTTP/1.1\r\n${H}Content-Length: 100\r\n\r\n`,
+    [405],
+  ],
+  [
+    'the same with Expect: 100-continue',
+    `POST /health HTTP/1.1\r\n${H}Content-Length: 100\r\nExpect: 100-continue\r\n\r\n`,
+    [100, 405],
+  ],
+  ['a request pipelined after Connection: close', get('/health', 'Connection: close\r\n') + get('/health'), [200]],
+  ['two Host headers', get('/health', 'Host: other.example\r\n'), [400]],
 ]
 
 describe('hostile input', () => {
@@ -172,7 +190,7 @@ describe('hostile input', () => {
     await Promise.all(Array.from({ length: 40 }, () => exchange(local.port, ['garbage\r\n\r\n'])))
     assert.equal(await local.stop(), 0)
     const rejected = local.logs.filter((l) => l.msg === 'rejected malformed request')
-    const summary = local.logs.find((l) => l.msg === 'malformed requests left out of the log')
+    const summary = local.logs.find((l) => l.msg === 'lines about misbehaving clients left out of the log')
     const reported = rejected.reduce((sum, l) => sum + 1 + Number(l.dropped ?? 0), 0) + Number(summary?.dropped ?? 0)
     assert.equal(reported, 40, 'every rejection is either logged or counted')
     assert.ok(rejected.length <= 20, `${rejected.length} lines for 40 rejections within a second or two`)

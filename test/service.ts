@@ -2,6 +2,7 @@
 // child process, a log sink that parses lines, a gate, and assertions on problem answers.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import type { Readable } from 'node:stream'
 import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -29,6 +30,8 @@ const timeoutMs = 15_000
 /** LogSink keeps every JSON line written to it, whole lines or pieces of them, and tells waiters. */
 export interface LogSink {
   logs: LogLine[]
+  /** raw holds each line as written, without its newline, for what parsing hides (its size). */
+  raw: string[]
   write(chunk: string): void
   /** waitForLog resolves with the first line (already written or still to come) that matches. */
   waitForLog: (match: (line: LogLine) => boolean, what?: string) => Promise<LogLine>
@@ -37,10 +40,12 @@ export interface LogSink {
 /** newLogSink returns an empty LogSink. */
 export function newLogSink(): LogSink {
   const logs: LogLine[] = []
+  const raw: string[] = []
   const waiters = new Set<(line: LogLine) => void>()
   let pending = ''
   return {
     logs,
+    raw,
     write(chunk) {
       const text = pending + chunk
       const end = text.lastIndexOf('\n') + 1
@@ -48,6 +53,7 @@ export function newLogSink(): LogSink {
       for (const line of text.slice(0, end).split('\n')) {
         if (line === '') continue
         const parsed = JSON.parse(line) as LogLine
+        raw.push(line)
         logs.push(parsed)
         for (const waiter of waiters) waiter(parsed)
       }
@@ -144,18 +150,31 @@ export function withRoutes(extra: Routes) {
 }
 
 /** Child is the service as a real process. */
-export interface Child extends Pick<LogSink, 'logs' | 'waitForLog'> {
+export interface Child extends Pick<LogSink, 'logs' | 'raw' | 'waitForLog'> {
   pid: number
   kill(signal: NodeJS.Signals): void
+  /** stdout is the log lines' pipe: pause it to be a log reader that stalls. */
+  stdout: Readable
   stderr(): string
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
+/** ChildOptions are how a process differs from a plain `node cmd/server/main.ts`. */
+export interface ChildOptions {
+  /** execArgv go to node before the script (`--max-old-space-size=64`). */
+  execArgv?: string[]
+  /** nofile limits open file descriptors (`ulimit -n`, applied by sh before it execs node). */
+  nofile?: number
+}
+
 /** spawnService starts `node cmd/server/main.ts` with env alone (PORT defaults to 0) and parses its stdout. */
-export function spawnService(env: Record<string, string> = {}, args: string[] = []): Child {
+export function spawnService(env: Record<string, string> = {}, { execArgv = [], nofile }: ChildOptions = {}): Child {
   // Node 24 warns on stderr that node:sqlite is experimental (the items example); Node 22 and 26 do
   // not. The tests hold the service's own stderr to nothing, so that one warning is left out.
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...args, main], {
+  const node = [process.execPath, '--disable-warning=ExperimentalWarning', ...execArgv, main]
+  const [command = '', ...args] =
+    nofile === undefined ? node : ['sh', '-c', `ulimit -n ${nofile} && exec "$@"`, 'sh', ...node]
+  const child = spawn(command, args, {
     env: { PATH: process.env.PATH, PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -167,11 +186,33 @@ export function spawnService(env: Record<string, string> = {}, args: string[] = 
   return {
     pid: child.pid ?? 0,
     kill: (signal) => child.kill(signal),
+    stdout: child.stdout,
     stderr: () => stderr,
     logs: sink.logs,
+    raw: sink.raw,
     waitForLog: sink.waitForLog,
     exit,
   }
+}
+
+/**
+ * startProcess spawns the service (spawnService), resolves once it listens, and kills it after
+ * test t if it still runs.
+ */
+export async function startProcess(
+  t: { after(fn: () => void): void },
+  env: Record<string, string> = {},
+  options: ChildOptions = {},
+): Promise<Child & { port: number }> {
+  const child = spawnService({ HOST: '127.0.0.1', ...env }, options)
+  t.after(() => child.kill('SIGKILL'))
+  const listening = await Promise.race([
+    child.waitForLog((l) => l.msg === 'listening', 'the listening line'),
+    child.exit.then(({ code }) => {
+      throw new Error(`the service exited with ${code} before listening: ${child.stderr()}`)
+    }),
+  ])
+  return { ...child, port: listening.port as number }
 }
 
 /** newGate returns a promise and the function that opens it. */

@@ -53,8 +53,8 @@ export function formatFamily(
 }
 
 /**
- * Histogram holds one series of a histogram: counts per bucket (not cumulative; the last is above
- * every boundary), their sum, and the series' labels, formatted.
+ * HistogramSeries holds one series of a histogram: its labels, formatted, the count of each bucket
+ * (not cumulative; the last counts what is above every boundary) and the sum of what it counted.
  */
 export interface HistogramSeries {
   readonly labels: string
@@ -79,21 +79,18 @@ export function bucketOf(boundaries: readonly number[], value: number): number {
 }
 
 /**
- * formatHistogram returns the samples of every series: the cumulative `_bucket`s with their `le`,
- * `+Inf` last, then `_sum` and `_count`. The HELP and TYPE lines are the caller's.
+ * formatHistogram returns the samples of every series: the cumulative `_bucket`s, each with its
+ * `le` (the boundaries, formatted), `+Inf` last, then `_sum` and `_count`. The HELP and TYPE lines
+ * are the caller's.
  */
-export function formatHistogram(
-  name: string,
-  boundaries: readonly string[],
-  series: Iterable<HistogramSeries>,
-): string {
+export function formatHistogram(name: string, le: readonly string[], series: Iterable<HistogramSeries>): string {
   let text = ''
   for (const { labels, counts, sum } of series) {
     const prefix = labels === '' ? `${name}_bucket{le="` : `${name}_bucket{${labels},le="`
     let cumulative = 0
     for (const [i, count] of counts.entries()) {
       cumulative += count
-      text += `${prefix}${boundaries[i] ?? '+Inf'}"} ${cumulative}\n`
+      text += `${prefix}${le[i] ?? '+Inf'}"} ${cumulative}\n`
     }
     text += formatSample(`${name}_sum`, labels, sum) + formatSample(`${name}_count`, labels, cumulative)
   }

@@ -86,13 +86,15 @@ const tools: Tools = { prometheus: '/usr/bin/prometheus', promtool: '/usr/bin/pr
 
 /**
  * findPrometheus returns the paths of prometheus and promtool, installing Debian's `prometheus`
- * package when they are missing and this runs as root (as CI does, on a fresh machine). The
- * package would start its own server, as a service, on port 9090: it is kept from doing so. It
- * returns a reason instead of the paths when they are missing and cannot be installed.
+ * package when they are missing and this runs as root (as CI does, on a fresh machine): the
+ * package would start its own server, as a service on port 9090, which it is kept from doing. It
+ * returns a reason to skip when they are missing and this is not root, and throws when root could
+ * not install them: CI must not skip the proof.
  */
-export function findPrometheus(): Tools | string {
+export function findPrometheus(): Tools | { skip: string } {
   if (existsSync(tools.prometheus) && existsSync(tools.promtool)) return tools
-  if (process.getuid?.() !== 0) return 'prometheus is missing; install it as root: apt-get install -y prometheus'
+  if (process.getuid?.() !== 0)
+    return { skip: 'prometheus is missing; install it as root: apt-get install -y prometheus' }
   // A policy-rc.d that answers 101 keeps invoke-rc.d and deb-systemd-invoke from starting the
   // package's service (Debian Policy, "invoke-rc.d"); Docker's Debian images ship one already.
   const policy = '/usr/sbin/policy-rc.d'
@@ -105,14 +107,15 @@ export function findPrometheus(): Tools | string {
       ['install', '-y', '-qq', '--no-install-recommends', 'prometheus'],
     ]) {
       const result = spawnSync('apt-get', args, { env, stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 })
-      if (result.status !== 0) return `apt-get ${args.join(' ')} failed: ${result.error ?? result.status}`
+      if (result.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed: ${result.error ?? result.status}`)
     }
   } finally {
     if (ours) rmSync(policy)
   }
   // Under systemd the package also enables its service for the next boot: not on a test machine.
   if (existsSync('/run/systemd/system')) spawnSync('systemctl', ['disable', '--now', 'prometheus'], { stdio: 'ignore' })
-  return existsSync(tools.prometheus) && existsSync(tools.promtool) ? tools : 'apt-get installed no prometheus'
+  if (!existsSync(tools.prometheus) || !existsSync(tools.promtool)) throw new Error('apt-get installed no prometheus')
+  return tools
 }
 
 /** checkMetrics runs `promtool check metrics` on text and returns its exit code and output. */

@@ -174,10 +174,10 @@ describe('the request metrics', () => {
       'cumulative',
     )
     assert.equal(counts.at(-1), 3)
-    // Each took 30 ms at least: none is in the buckets up to 25 ms.
+    // Each waited for a 30 ms timer (which may fire a millisecond early): none is in the buckets up to 25 ms.
     assert.equal(buckets.find((b) => b.labels.le === '0.025')?.value, 0)
     const [sum] = findSamples(samples, `${duration}_sum`, { http_route: '/slow' })
-    assert.ok(sum !== undefined && sum.value >= 0.09 && sum.value < 10, JSON.stringify(sum))
+    assert.ok(sum !== undefined && sum.value > 0.075 && sum.value < 10, JSON.stringify(sum))
   })
 
   it('put every unmatched request in one series without http_route, and a 405 under its route', async (t) => {

@@ -24,8 +24,8 @@ const methods = ['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST',
 const methodIds = new Map<string, number>(methods.map((method, id) => [method, id]))
 const otherId = methods.length - 1
 
-/** abortedStatus is the status recorded for a response cut before its headers went out, as in the access log. */
-export const abortedStatus = 499
+// The status recorded for a response cut before its headers went out, as the access log logs it.
+const abortedStatus = 499
 
 /**
  * RequestMetrics records the public server's requests and writes them, with the requests in
@@ -40,8 +40,8 @@ export interface RequestMetrics {
 
 /**
  * newRequestMetrics returns empty request metrics. A series is made the first time its labels
- * occur; after that, recording a request allocates nothing: two Map lookups by the route and a
- * number made of the method, status and abort, a bucket scan and three additions.
+ * occur; after that, recording a request allocates nothing: three Map lookups (the method, the
+ * route, then one number made of the status, method and abort), a bucket scan and two additions.
  */
 export function newRequestMetrics(): RequestMetrics {
   const byRoute = new Map<string, Map<number, HistogramSeries>>()

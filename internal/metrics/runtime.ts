@@ -58,45 +58,40 @@ export async function startRuntimeMetrics(): Promise<RuntimeMetrics> {
       const openFds = linux ? await countOpenFds() : undefined
       const cpu = process.cpuUsage()
       const memory = process.memoryUsage()
-      const elu = performance.eventLoopUtilization() // since the event loop started
-      return (
-        formatFamily('process_cpu_user_seconds_total', 'counter', 'Total user CPU time spent in seconds.', [
-          [{}, cpu.user / 1e6],
-        ]) +
-        formatFamily('process_cpu_system_seconds_total', 'counter', 'Total system CPU time spent in seconds.', [
-          [{}, cpu.system / 1e6],
-        ]) +
-        formatFamily('process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', [
-          [{}, (cpu.user + cpu.system) / 1e6],
-        ]) +
-        formatFamily('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[{}, memory.rss]]) +
-        formatFamily('process_start_time_seconds', 'gauge', 'Start time of the process since unix epoch in seconds.', [
-          [{}, Math.round(performance.timeOrigin) / 1000],
-        ]) +
-        formatFamily('process_open_fds', 'gauge', 'Number of open file descriptors.', fdEntry(openFds)) +
-        formatFamily('process_max_fds', 'gauge', 'Maximum number of open file descriptors.', fdEntry(maxFds)) +
-        formatFamily('nodejs_heap_size_used_bytes', 'gauge', 'Process heap size used from Node.js in bytes.', [
-          [{}, memory.heapUsed],
-        ]) +
-        formatFamily('nodejs_heap_size_total_bytes', 'gauge', 'Process heap size from Node.js in bytes.', [
-          [{}, memory.heapTotal],
-        ]) +
-        formatFamily('nodejs_heap_size_limit_bytes', 'gauge', 'Size the V8 heap may grow to in bytes.', [
-          [{}, getHeapStatistics().heap_size_limit],
-        ]) +
-        formatFamily('nodejs_external_memory_bytes', 'gauge', 'Node.js external memory size in bytes.', [
-          [{}, memory.external],
-        ]) +
-        formatDelay(delay) +
-        formatFamily(
-          'nodejs_eventloop_time_seconds_total',
+      const families: [name: string, type: 'counter' | 'gauge', help: string, value: number | undefined][] = [
+        ['process_cpu_user_seconds_total', 'counter', 'Total user CPU time spent in seconds.', cpu.user / 1e6],
+        ['process_cpu_system_seconds_total', 'counter', 'Total system CPU time spent in seconds.', cpu.system / 1e6],
+        [
+          'process_cpu_seconds_total',
           'counter',
-          'Cumulative duration of the event loop by state.',
-          [
-            [{ nodejs_eventloop_state: 'active' }, elu.active / 1000],
-            [{ nodejs_eventloop_state: 'idle' }, elu.idle / 1000],
-          ],
-        ) +
+          'Total user and system CPU time spent in seconds.',
+          (cpu.user + cpu.system) / 1e6,
+        ],
+        ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', memory.rss],
+        [
+          'process_start_time_seconds',
+          'gauge',
+          'Start time of the process since unix epoch in seconds.',
+          Math.round(performance.timeOrigin) / 1000,
+        ],
+        ['process_open_fds', 'gauge', 'Number of open file descriptors.', openFds],
+        ['process_max_fds', 'gauge', 'Maximum number of open file descriptors.', maxFds],
+        ['nodejs_heap_size_used_bytes', 'gauge', 'Process heap size used from Node.js in bytes.', memory.heapUsed],
+        ['nodejs_heap_size_total_bytes', 'gauge', 'Process heap size from Node.js in bytes.', memory.heapTotal],
+        [
+          'nodejs_heap_size_limit_bytes',
+          'gauge',
+          'Size the V8 heap may grow to in bytes.',
+          getHeapStatistics().heap_size_limit,
+        ],
+        ['nodejs_external_memory_bytes', 'gauge', 'Node.js external memory size in bytes.', memory.external],
+      ]
+      return (
+        families
+          .map(([name, type, help, value]) => formatFamily(name, type, help, value === undefined ? [] : [[{}, value]]))
+          .join('') +
+        formatDelay(delay) +
+        formatEventLoopTime() +
         gc.format() +
         version
       )
@@ -108,8 +103,21 @@ export async function startRuntimeMetrics(): Promise<RuntimeMetrics> {
   }
 }
 
-function fdEntry(count: number | undefined) {
-  return count === undefined ? [] : [[{}, count] as const]
+/**
+ * formatEventLoopTime returns the time the event loop spent active and idle since it started,
+ * OpenTelemetry's nodejs.eventloop.time: the rate of the active part is the loop's utilisation.
+ */
+function formatEventLoopTime(): string {
+  const { active, idle } = performance.eventLoopUtilization()
+  return formatFamily(
+    'nodejs_eventloop_time_seconds_total',
+    'counter',
+    'Cumulative duration of the event loop by state.',
+    [
+      [{ nodejs_eventloop_state: 'active' }, active / 1000],
+      [{ nodejs_eventloop_state: 'idle' }, idle / 1000],
+    ],
+  )
 }
 
 /**

@@ -79,7 +79,7 @@ export function newSheddingHooks(
   const server = ctx.server
 
   function shed(res: TrackedResponse, fields: Record<string, unknown>, message: string): false {
-    ctx.warnLimited({ route: res.route, ...fields }, message)
+    ctx.warnLimited(fields, message)
     sendProblem(res, 503, detail, headers)
     return false
   }
@@ -89,12 +89,13 @@ export function newSheddingHooks(
       if (probeRoutes.has(res.route)) return true
       const inflight = server.inflight.size
       if (inflight > maxInflight) {
-        return shed(res, { inflight, maxInflight }, 'request shed: too many requests in flight')
+        return shed(res, { route: res.route, inflight, maxInflight }, 'request shed: too many requests in flight')
       }
       const delayMs = watch === undefined ? 0 : watch.delayMs
       if (delayMs > maxDelayMs) {
         const eventLoopDelayMs = Math.round(delayMs * 10) / 10
-        return shed(res, { eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }, 'request shed: event loop delayed')
+        const fields = { route: res.route, eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }
+        return shed(res, fields, 'request shed: event loop delayed')
       }
       return true
     },
