@@ -5,10 +5,40 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { isMap, parseDocument, type YAMLMap } from 'yaml'
-import { type Git, newBuildInfo } from '../../internal/build-info.ts'
+import type { BuildInfo } from '../../internal/build-info.ts'
 
 const root = new URL('../../', import.meta.url)
 const dist = new URL('dist/', root)
+
+/** Git is what `git` answered in the checkout, or null where git or .git is absent. */
+interface Git {
+  commit: string
+  commitTime: string
+  dirty: boolean
+}
+
+/**
+ * newBuildInfo combines package.json, the build's environment and git: `VERSION`, `GIT_COMMIT`
+ * and `GIT_COMMIT_TIME` win over git (a container build has no .git), and whatever neither knows
+ * is null. It throws when `GIT_COMMIT_TIME` is not a date, so a bad build argument fails the build.
+ */
+function newBuildInfo(
+  pkg: { name: string; version?: string },
+  env: Readonly<Record<string, string | undefined>>,
+  git: Git | null,
+): BuildInfo {
+  const commitTime = env.GIT_COMMIT_TIME || git?.commitTime || null
+  if (commitTime !== null && Number.isNaN(Date.parse(commitTime))) {
+    throw new Error(`GIT_COMMIT_TIME must be a date like 2024-11-05T09:30:00Z, got ${commitTime}`)
+  }
+  return {
+    service: pkg.name,
+    version: env.VERSION || pkg.version || null,
+    commit: env.GIT_COMMIT || git?.commit || null,
+    commitTime: commitTime === null ? null : new Date(commitTime).toISOString(),
+    dirty: env.GIT_COMMIT ? null : (git?.dirty ?? null),
+  }
+}
 
 function git(...args: string[]): string {
   return execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# container-base.sh VERSION TAG builds a local stand-in for the official node:VERSION-bookworm-slim
-# image and tags it TAG, for test/container.sh on machines that reach no container registry.
+# base.sh VERSION TAG builds a local stand-in for the official node:VERSION-bookworm-slim image and
+# tags it TAG, for run.sh in this folder on machines that reach no container registry.
 # Like the original (github.com/nodejs/docker-node, bookworm-slim): Debian bookworm without docs,
-# man pages or apt lists; node and npm in /usr/local; a `node` user and group with id 1000; an
-# entrypoint that runs its arguments with exec, so CMD's process is PID 1. It expects DOCKER_HOST
-# to point at a running engine.
+# man pages or apt lists, plus libatomic1 (Node 26 links it); node and npm in /usr/local; a `node`
+# user and group with id 1000; an entrypoint that runs its arguments with exec, so CMD's process is
+# PID 1. It expects DOCKER_HOST to point at a running engine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
-version=${1:?usage: container-base.sh NODE_VERSION TAG}
-tag=${2:?usage: container-base.sh NODE_VERSION TAG}
+version=${1:?usage: base.sh NODE_VERSION TAG}
+tag=${2:?usage: base.sh NODE_VERSION TAG}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
 
-debootstrap --variant=minbase bookworm "$rootfs" >"$work/debootstrap.log" 2>&1 || {
+# The official image installs libatomic1 too: Node 26's binary needs libatomic.so.1 to start.
+debootstrap --variant=minbase --include=libatomic1 bookworm "$rootfs" >"$work/debootstrap.log" 2>&1 || {
   tail -n 20 "$work/debootstrap.log" >&2
-  echo "container-base.sh: debootstrap failed" >&2
+  echo "base.sh: debootstrap failed" >&2
   exit 1
 }
 rm -rf "$rootfs"/usr/share/{doc,man,info,locale}/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*
@@ -52,6 +53,10 @@ if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ]; then
   changes+=(--change 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/extra-ca-certificates.pem')
 fi
 
-tar -C "$rootfs" -c . | docker import "${changes[@]}" - "$tag" >/dev/null
-docker run --rm --network none "$tag" node -e 'process.exit(process.version === `v${process.env.NODE_VERSION}` ? 0 : 1)'
-docker run --rm --network none "$tag" npm --version >/dev/null
+# Tagged only once node and npm run in it: run.sh takes an image with this tag as a finished one.
+candidate="$tag-unchecked"
+tar -C "$rootfs" -c . | docker import "${changes[@]}" - "$candidate" >/dev/null
+docker run --rm --network none "$candidate" node -e 'process.exit(process.version === `v${process.env.NODE_VERSION}` ? 0 : 1)'
+docker run --rm --network none "$candidate" npm --version >/dev/null
+docker tag "$candidate" "$tag"
+docker rmi "$candidate" >/dev/null

@@ -1,13 +1,15 @@
-// The checks test/container.sh runs against the built image with a real Docker engine. Not a
+// The checks run.sh (this folder) runs against the built image with a real Docker engine. Not a
 // *.test.ts file: `npm test` needs no engine, so it does not run these. The script passes the
 // image and the build args it used as IMAGE and EXPECT_* variables, and runs it in the repository.
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { totalmem } from 'node:os'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import type { LogLine } from './service.ts'
+import { parse } from 'yaml'
+import type { LogLine } from '../service.ts'
 
 function expect(name: string): string {
   const value = process.env[name]
@@ -23,6 +25,7 @@ const timeoutMs = 30_000
 // Long enough to see that the service keeps serving after SIGTERM, short enough for a quick test.
 const shutdownDelayMs = 1000
 const stopTimeoutSeconds = 30
+const MiB = 1024 * 1024
 
 /** docker runs the docker CLI and returns its stdout; it rejects on a non-zero exit. */
 async function docker(...args: string[]): Promise<string> {
@@ -50,6 +53,24 @@ async function poll<T>(what: string, check: () => Promise<T | undefined>): Promi
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
+
+/**
+ * readMemoryLimit returns the Deployment's memory limit in bytes, the limit every container here
+ * runs under, so the image is tested as the cluster runs it. It accepts Mi and Gi only.
+ */
+function readMemoryLimit(): number {
+  const deployment = parse(readFileSync('deploy/kubernetes/deployment.yaml', 'utf8')) as {
+    spec: { template: { spec: { containers: { resources?: { limits?: { memory?: string } } }[] } } }
+  }
+  const limit = deployment.spec.template.spec.containers[0]?.resources?.limits?.memory
+  const match = /^(\d+)(Mi|Gi)$/.exec(limit ?? '')
+  if (!match) throw new Error(`expected the Deployment's limits.memory in Mi or Gi, got ${limit}`)
+  return Number(match[1]) * (match[2] === 'Gi' ? 1024 : 1) * MiB
+}
+
+const memoryLimit = readMemoryLimit()
+// No swap beyond the limit, as on Kubernetes nodes.
+const memoryArgs = ['--memory', String(memoryLimit), '--memory-swap', String(memoryLimit)]
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -94,6 +115,7 @@ describe('the container image', () => {
       'no-new-privileges',
       '--health-interval',
       '1s',
+      ...memoryArgs,
       '--env',
       `PORT=${port}`,
       '--env',
@@ -187,8 +209,13 @@ describe('the container image', () => {
       '-o',
       '-name',
       'test',
+      '-o',
+      '-name',
+      '*.test.js',
     )
     assert.equal(sources, '')
+    // Only the two programs the image runs, and what they import.
+    assert.deepEqual((await docker('exec', name, 'ls', '/app/dist/cmd')).split('\n'), ['healthcheck', 'server'])
     const caches = await docker(
       'exec',
       '--user',
@@ -216,7 +243,10 @@ describe('the container image', () => {
     assert.ok(stoppedMs >= shutdownDelayMs, `kept serving for SHUTDOWN_DELAY, stopped after ${stoppedMs} ms`)
     assert.ok(stoppedMs < (stopTimeoutSeconds * 1000) / 2, `stopped after ${stoppedMs} ms`)
     const { lines } = await readLogs()
-    const messages = lines.map((line) => line.msg).filter((msg) => msg !== 'request')
+    // The add-ons may each log the cleanup of what they opened; a failed cleanup logs an error instead.
+    const messages = lines
+      .map((line) => line.msg)
+      .filter((msg) => msg !== 'request' && msg !== 'shutdown hook finished')
     assert.deepEqual(messages, ['listening', 'shutdown started', 'stopped accepting connections', 'shutdown complete'])
     assert.equal(lines.find((line) => line.msg === 'shutdown started')?.signal, 'SIGTERM')
   })
@@ -224,5 +254,95 @@ describe('the container image', () => {
   it('refuses invalid configuration with exit code 2', async () => {
     const code = await exitCodeOf('run', '--rm', '--network', 'none', '--read-only', '--env', 'PORT=http', image)
     assert.equal(code, 2)
+  })
+})
+
+/** readNodeFlag returns the number a flag of the image's NODE_OPTIONS sets; the checks follow the Dockerfile. */
+async function readNodeFlag(name: string): Promise<number> {
+  const env = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config.Env}}', image)) as string[]
+  const options = env.find((entry) => entry.startsWith('NODE_OPTIONS='))?.slice('NODE_OPTIONS='.length) ?? ''
+  const match = new RegExp(`(?:^|\\s)--${name}=(\\d+)(?:\\s|$)`).exec(options)
+  if (!match) throw new Error(`expected --${name}=N in the image's NODE_OPTIONS, got ${JSON.stringify(options)}`)
+  return Number(match[1])
+}
+
+describe("the heap under the Deployment's memory limit", () => {
+  const heapName = `${name}-heap`
+  const leakName = `${name}-leak`
+  after(async () => {
+    await exitCodeOf('rm', '-f', heapName, leakName)
+  })
+
+  it("sizes the service's V8 heap from the limit, as the image's NODE_OPTIONS say", async (t) => {
+    const percentage = await readNodeFlag('max-old-space-size-percentage')
+    const semiSpaceMiB = await readNodeFlag('max-semi-space-size')
+    // V8's heap limit is the old generation plus the young one: two semi-spaces and a large-object
+    // space of the same size. Node sizes the old generation from the cgroup's limit when there is
+    // one, from the machine's memory otherwise.
+    const expectedFor = (availableBytes: number) =>
+      (Math.floor(((availableBytes / MiB) * percentage) / 100) + 3 * semiSpaceMiB) * MiB
+
+    await exitCodeOf('rm', '-f', heapName)
+    const [port, debugPort] = [await freePort(), await freePort()]
+    await docker(
+      'run',
+      '--detach',
+      '--name',
+      heapName,
+      '--network',
+      'host',
+      '--read-only',
+      ...memoryArgs,
+      '--env',
+      `PORT=${port}`,
+      '--env',
+      `DEBUG_ADDR=127.0.0.1:${debugPort}`,
+      image,
+    )
+    // From the service process itself (PID 1), through the debug add-on's /debug/vars; an image
+    // built without that add-on answers through a second node process in the same container.
+    const withDebug = (await exitCodeOf('exec', heapName, 'test', '-d', 'dist/internal/debug')) === 0
+    const heapSizeLimit = withDebug
+      ? await poll('a 200 from /debug/vars', async () => {
+          const res = await fetch(`http://127.0.0.1:${debugPort}/debug/vars`)
+          if (res.status !== 200) return undefined
+          return ((await res.json()) as { heap: { heapSizeLimit: number } }).heap.heapSizeLimit
+        })
+      : Number(await docker('exec', heapName, 'node', '-p', 'v8.getHeapStatistics().heap_size_limit'))
+    const constrained = Number(await docker('exec', heapName, 'node', '-p', 'process.constrainedMemory()'))
+    assert.equal(constrained, memoryLimit, "Node reads the container's memory limit from its cgroup")
+    assert.equal(heapSizeLimit, expectedFor(memoryLimit))
+
+    // Without a limit, the same flags size the heap from the machine's memory.
+    const unlimited = Number(
+      await docker('run', '--rm', '--network', 'none', image, 'node', '-p', 'v8.getHeapStatistics().heap_size_limit'),
+    )
+    assert.notEqual(unlimited, heapSizeLimit)
+    assert.ok(Math.abs(unlimited - expectedFor(totalmem())) <= MiB, `${unlimited} vs ${expectedFor(totalmem())}`)
+    t.diagnostic(
+      `heap limit ${heapSizeLimit / MiB} MiB under --memory ${memoryLimit / MiB}m (from ${withDebug ? '/debug/vars' : 'docker exec'}), ${unlimited / MiB} MiB without`,
+    )
+  })
+
+  it("ends a leak with V8's heap out of memory, before the kernel's OOM killer acts", async () => {
+    // Objects kept forever, as a leak keeps them: the heap fills, and with it the container.
+    const leak = 'const kept = []; setInterval(() => { for (let i = 0; i < 2e4; i++) kept.push({ i }) }, 1)'
+    await exitCodeOf('rm', '-f', leakName)
+    const code = await exitCodeOf(
+      'run',
+      '--name',
+      leakName,
+      '--network',
+      'none',
+      ...memoryArgs,
+      image,
+      'node',
+      '-e',
+      leak,
+    )
+    assert.notEqual(code, 0)
+    assert.equal(await docker('inspect', '--format', '{{.State.OOMKilled}}', leakName), 'false')
+    const { stderr } = await run('docker', ['logs', leakName])
+    assert.match(stderr, /JavaScript heap out of memory/)
   })
 })

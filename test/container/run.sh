@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # npm run test:container: builds the project's Dockerfile with a real Docker engine and runs the
-# checks in test/container.ts against the image. No registry is reachable here, so the script
+# checks in checks.ts (this folder) against the image. No registry is reachable here, so the script
 # starts its own engine and builds a stand-in for the official Node base image first:
 #   1. installs docker.io and debootstrap from Debian when missing; starts dockerd without a
 #      network bridge, its state under $KICKSTART_DOCKER_DIR; stops it on any exit;
 #   2. unless the engine already has it (the cache), builds the base image the Dockerfile's FROM
-#      names: Debian bookworm (debootstrap, minbase) + the Node binary of the pinned version from
-#      the npm registry + npm + a `node` user with uid 1000, like the official image;
-#   3. builds the Dockerfile unchanged, with build args, and runs test/container.ts on the image;
+#      names with base.sh: Debian bookworm (debootstrap, minbase) + the Node binary of the pinned
+#      version from the npm registry + npm + a `node` user with uid 1000, like the official image;
+#   3. builds the Dockerfile unchanged, with build args, and runs checks.ts on the image, from its
+#      TypeScript source (the image compiles what it ships, so this needs no dist/);
 #   4. prints the image size and how long it all took.
 # It needs root. When the engine cannot start it says why and exits non-zero: never a silent pass.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 started=$SECONDS
 state=${KICKSTART_DOCKER_DIR:-/tmp/kickstart-node-docker}
@@ -23,7 +24,10 @@ fail() {
 }
 
 [ "$(id -u)" = 0 ] || fail "needs root: it installs Debian packages, runs debootstrap and starts dockerd"
-[ -f dist/test/container.js ] || fail "dist/ is not built; run it as npm run test:container"
+# checks.ts runs from its source, which needs Node's type stripping (22.18+); npm scripts put the
+# project's pinned Node first on PATH.
+node -e 'process.exit(process.features.typescript ? 0 : 1)' 2>/dev/null ||
+  fail "node $(node --version 2>/dev/null) on PATH cannot run TypeScript; run it as npm run test:container"
 
 # 1. The engine.
 missing=()
@@ -46,7 +50,7 @@ dockerd_pid=
 stop_engine() {
   local code=$?
   if [ -n "$dockerd_pid" ]; then
-    docker rm -f kickstart-node-test >/dev/null 2>&1 || true
+    docker rm -f kickstart-node-test kickstart-node-test-heap kickstart-node-test-leak >/dev/null 2>&1 || true
     kill "$dockerd_pid" 2>/dev/null || true
     # dockerd stops its containerd and unmounts its layers before it exits; give it a bound.
     for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
@@ -88,7 +92,7 @@ if docker image inspect "$base" >/dev/null 2>&1; then
 else
   say "base $base: building the stand-in"
   base_started=$SECONDS
-  bash test/container-base.sh "$node_version" "$base"
+  bash test/container/base.sh "$node_version" "$base"
   say "base built in $((SECONDS - base_started))s"
 fi
 
@@ -109,7 +113,7 @@ say "image built in $((SECONDS - build_started))s"
 
 IMAGE=$image EXPECT_VERSION=$version EXPECT_COMMIT=$commit \
   EXPECT_COMMIT_TIME=$commit_time EXPECT_SOURCE=$source \
-  node --test --test-reporter=spec dist/test/container.js
+  node --test --test-reporter=spec test/container/checks.ts
 
 # 4. Figures.
 size=$(docker image inspect --format '{{.Size}}' "$image")
