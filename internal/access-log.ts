@@ -9,8 +9,7 @@ const maxUserAgent = 512
 /**
  * newAccessLog returns the function that writes the access-log line of a finished or aborted
  * response: error for 5xx, warn for 4xx and aborts, info otherwise. The path is logged without its
- * query string, which may carry tokens. A response aborted before its status was sent is logged as
- * 499 (nginx's "client closed request"), never as a status that was not sent.
+ * query string, which may carry tokens. The status is the one the client got (sentStatus).
  *
  * The line is the one log[level](fields, 'request') would write, built directly: pino's generic
  * serialiser costs more than the rest of the request (BENCHMARKS.md). Its bindings come from
@@ -24,9 +23,7 @@ export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedRespo
   return (res) => {
     const req = res.req
     const aborted = res.aborted
-    // Aborted before anything went out (no headers, or queued behind another response on a
-    // connection that closed): 499, never a status the client did not get.
-    const status = !aborted || (res.headersSent && res.socket !== null) ? res.statusCode : 499
+    const status = res.sentStatus
     const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
     if (!log.isLevelEnabled(level)) return
     const now = Date.now()
@@ -40,7 +37,7 @@ export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedRespo
       `{"level":"${level}","time":"${time}"${base},"method":${JSON.stringify(req.method)}` +
         `,"path":${quote(res.path, maxPath)}${res.route === '' ? '' : `,"route":${JSON.stringify(res.route)}`}` +
         `,"status":${status},"bytes":${res.bodyBytes}` +
-        `,"durationMs":${Math.round((performance.now() - res.startedAt) * 1000) / 1000}` +
+        `,"durationMs":${Math.round((res.closedAt - res.startedAt) * 1000) / 1000}` +
         `,"requestId":${JSON.stringify(res.requestId)},"traceId":${JSON.stringify(res.trace.traceId)},"spanId":"${res.trace.spanId}"` +
         (remoteAddr === undefined ? '' : `,"remoteAddr":"${remoteAddr}"`) +
         (userAgent === undefined ? '' : `,"userAgent":${quote(userAgent, maxUserAgent)}`) +

@@ -102,6 +102,7 @@ export function newConnections(
   // One listener shared by every response ('this' is the response), so no closure per request.
   function onClose(this: TrackedResponse) {
     if (!state.inflight.delete(this)) return // closed already, by closeQueued
+    this.closedAt = performance.now()
     ;(this.req.socket as TrackedSocket)[unanswered]--
     onDone(this)
     // Node's gap: a keep-alive response in flight when close() was called leaves its socket open

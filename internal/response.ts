@@ -15,6 +15,8 @@ type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
 export class TrackedResponse extends ServerResponse {
   /** startedAt is performance.now() when the request's headers were parsed. */
   readonly startedAt = performance.now()
+  /** closedAt is performance.now() when the response finished or was aborted; 0 until then. */
+  closedAt = 0
   /** requestId identifies the request in logs and in the X-Request-Id response header; '' adds no headers. */
   requestId = ''
   /** path is the request target's path, without the query string: what routing and logs use. */
@@ -46,6 +48,16 @@ export class TrackedResponse extends ServerResponse {
   /** aborted is true once the response closed before it finished: the client went away, or the handler destroyed it. */
   get aborted(): boolean {
     return this.destroyed && !this.writableFinished
+  }
+
+  /**
+   * sentStatus is the status the client got: 499 (nginx's "client closed request") for a response
+   * aborted before anything went out, its headers unsent or queued behind another response on a
+   * connection that closed; never a status the client did not get. The access log and metrics
+   * report it.
+   */
+  get sentStatus(): number {
+    return !this.aborted || (this.headersSent && this.socket !== null) ? this.statusCode : 499
   }
 
   /**

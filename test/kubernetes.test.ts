@@ -97,7 +97,7 @@ describe('the Kubernetes manifests', () => {
     const path = (kind: keyof typeof probes) => probes[kind]?.httpGet?.path ?? 'no path'
 
     // The service as the manifest configures it, on a free port, asked what the kubelet asks.
-    const running = await startService(t, { ...env, PORT: '0' }, { addOns })
+    const running = await startService(t, { ...env, PORT: '0', METRICS_ADDR: '127.0.0.1:0' }, { addOns })
     const status = async (p: string) => {
       const res = await fetch(`${running.url}${p}`)
       await res.arrayBuffer()

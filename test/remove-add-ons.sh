@@ -25,7 +25,8 @@ for name in "${names[@]}"; do
   rm -r "$scratch/internal/$name"
   lines=$(grep -c "internal/$name/" "$scratch/cmd/server/main.ts" || true)
   [ "$lines" = 1 ] || { echo "remove-add-ons: $name is wired by $lines lines, not one" >&2; exit 1; }
-  sed -i "\#internal/$name/#d" "$scratch/cmd/server/main.ts"
+  # The one line, and the lines of the manifests an add-on marks as its own (# internal/<name>/).
+  sed -i "\#internal/$name/#d" "$scratch/cmd/server/main.ts" "$scratch"/deploy/kubernetes/*.yaml
   echo "remove-add-ons: without internal/$name: build, check, test"
   (cd "$scratch" && npm run build --silent && npm run check --silent && npm test --silent) > "$scratch.log" 2>&1 || {
     tail -40 "$scratch.log"

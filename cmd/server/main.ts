@@ -12,6 +12,7 @@ import { run } from '../../internal/run.ts'
 export const addOns: readonly AddOn<any>[] = [
   (await import('../../internal/debug/debug.ts')).debug, // DEBUG_ADDR: profiles and /debug/vars
   (await import('../../internal/items/items.ts')).items, // the worked example: /items in SQLite
+  (await import('../../internal/metrics/metrics.ts')).metrics, // METRICS_ADDR: GET /metrics for Prometheus
 ]
 
 if (import.meta.main) {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { type IncomingMessage, request } from 'node:http'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { describe, it } from 'node:test'
 import { buildDir, readBuild } from '../build-info.ts'
 import { addressExpected, parseConfig } from '../config.ts'
@@ -257,6 +257,23 @@ describe('the request metrics', () => {
     const samples = await waitForCount(service, { http_route: '/stream' }, 1)
     assert.equal(
       countOf(samples, { http_route: '/stream', http_response_status_code: '200', error_type: 'aborted' }),
+      1,
+    )
+  })
+
+  it('count a response queued behind one whose connection closed as 499, as the access log does', async (t) => {
+    const started = newGate()
+    const service = await startMetricsService(t, {}, withRoutes({ '/stall': { GET: () => started.open() } }))
+    // Two pipelined requests: /health is answered at once, but its answer waits behind /stall's.
+    const socket = connect(service.port, '127.0.0.1')
+    socket.end('GET /stall HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+    await started.opened
+    socket.destroy()
+    const samples = await waitForCount(service, { http_route: '/health' }, 1)
+    const access = await service.waitForLog((l) => l.msg === 'request' && l.path === '/health')
+    assert.equal(access.status, 499)
+    assert.equal(
+      countOf(samples, { http_route: '/health', http_response_status_code: '499', error_type: 'aborted' }),
       1,
     )
   })

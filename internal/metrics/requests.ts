@@ -24,9 +24,6 @@ const methods = ['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST',
 const methodIds = new Map<string, number>(methods.map((method, id) => [method, id]))
 const otherId = methods.length - 1
 
-// The status recorded for a response cut before its headers went out, as the access log logs it.
-const abortedStatus = 499
-
 /**
  * RequestMetrics records the public server's requests and writes them, with the requests in
  * flight, in the text format.
@@ -48,9 +45,9 @@ export function newRequestMetrics(): RequestMetrics {
   const seenMethods = new Set<number>()
 
   function record(res: TrackedResponse) {
-    const seconds = (performance.now() - res.startedAt) / 1000
+    const seconds = (res.closedAt - res.startedAt) / 1000
     const aborted = res.aborted
-    const status = aborted && !res.headersSent ? abortedStatus : res.statusCode
+    const status = res.sentStatus // as the access log reports it
     const method = methodIds.get(res.req.method ?? '') ?? otherId
     let series = byRoute.get(res.route)
     if (series === undefined) byRoute.set(res.route, (series = new Map()))
