@@ -1,5 +1,5 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import { fstatSync, write } from 'node:fs'
+import { fstatSync, writeSync } from 'node:fs'
 import { Socket } from 'node:net'
 import { createRequire } from 'node:module'
 import type { Logger } from 'pino'
@@ -87,7 +87,7 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
       }
       return
     }
-    const data = Buffer.from(pending.length === 1 ? (pending[0] ?? '') : pending.join(''))
+    const data = pending.length === 1 ? (pending[0] ?? '') : pending.join('')
     pending = []
     writing = true
     send(data, () => {
@@ -118,23 +118,25 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
 
 /**
  * newSender returns how to write a chunk to fd and be called back once it is written or lost
- * (EPIPE: nobody reads stdout any more, and nowhere is left to report it). A pipe or socket, what
- * a container's stdout is, is written as a non-blocking stream: libuv never waits for the reader.
- * A file or terminal goes through the thread pool, where a write does not stall for long; a
- * blocking write to a stalled pipe there would hold the process's exit (libuv joins its threads).
+ * (EPIPE: nobody reads stdout any more, and nowhere is left to report it). A pipe or socket, what a
+ * container's stdout is, is written as a non-blocking stream: libuv never waits for the reader. A
+ * file or terminal is written at once, in one system call per batch: it does not stall for long,
+ * and a write through the thread pool costs several times more CPU (BENCHMARKS.md).
  */
-function newSender(fd: number): (data: Buffer, done: () => void) => void {
+function newSender(fd: number): (data: string, done: () => void) => void {
   const stat = fstatSync(fd)
   if (stat.isFIFO() || stat.isSocket()) {
     const stream = new Socket({ fd, readable: false, writable: true })
     stream.on('error', () => {})
     return (data, done) => void stream.write(data, () => done())
   }
-  const send = (data: Buffer, offset: number, done: () => void): void =>
-    write(fd, data, offset, data.length - offset, null, (err, written) => {
-      if (err?.code === 'EAGAIN') return void setTimeout(send, 10, data, offset, done) // a full non-blocking pipe
-      if (err === null && offset + written < data.length) return send(data, offset + written, done)
-      done()
-    })
-  return (data, done) => send(data, 0, done)
+  return (data, done) => {
+    try {
+      // A file or terminal takes the whole write: short writes are a pipe's, which goes above.
+      writeSync(fd, data)
+    } catch {
+      // A terminal or file that refuses the write leaves nowhere to report it: the batch is lost.
+    }
+    done()
+  }
 }

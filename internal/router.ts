@@ -86,19 +86,20 @@ const noParams: Params = Object.freeze({})
  * not one (a parameter inside a segment, two names for one parameter).
  */
 export function newRouter(table: Routes): (path: string) => Match {
-  const exact = new Map<string, Route>()
+  // A static path's match is made once: a lookup allocates nothing.
+  const exact = new Map<string, { route: Route; params: Params }>()
   const root: Node = { children: new Map() }
   for (const [template, methods] of Object.entries(table)) {
     const handlers = new Map<string, Handler>(Object.entries(methods) as [string, Handler][])
     const get = handlers.get('GET')
     if (get !== undefined && !handlers.has('HEAD')) handlers.set('HEAD', get)
     const route: Route = { template, handlers, allow: [...handlers.keys()].join(', ') }
-    if (!template.includes('{')) exact.set(template, route)
+    if (!template.includes('{')) exact.set(template, { route, params: noParams })
     else insert(root, template, route)
   }
   return (path) => {
-    const route = exact.get(path)
-    if (route !== undefined) return { route, params: noParams }
+    const match = exact.get(path)
+    if (match !== undefined) return match
     if (root.children.size === 0 && root.param === undefined) return undefined
     const values: string[] = []
     const node = find(root, path.split('/'), 1, values)
