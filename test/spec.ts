@@ -7,6 +7,7 @@ import { registerSchema, validate } from '@hyperjump/json-schema/openapi-3-1'
 import type { OpenAPIV3_1 as OAS } from 'openapi-types'
 import { parse } from 'yaml'
 import { it } from 'node:test'
+import type { AddOn } from '../internal/addon.ts'
 import { buildDir } from '../internal/build-info.ts'
 import type { Routes } from '../internal/router.ts'
 import { newRoutes } from '../internal/routes.ts'
@@ -278,4 +279,38 @@ function capturing(options: StartOptions, tables: Routes[]): StartOptions {
       },
     })),
   }
+}
+
+/**
+ * checkListenerSpec defines the contract tests of an add-on's own listener (named listener in its
+ * `… listening` log line), started with env: it serves exactly the operations spec documents, and
+ * each operation's own examples get a documented answer, the `example` a 2xx.
+ */
+export function checkListenerSpec(spec: Spec, addOn: AddOn<any>, env: Record<string, string>, listener: string) {
+  it(`the ${listener} listener serves exactly the documented operations`, async (t) => {
+    let routes: Routes = {}
+    const capture: AddOn<any> = {
+      ...addOn,
+      start: (ctx) => addOn.start({ ...ctx, serve: (name, addr, table) => ctx.serve(name, addr, (routes = table)) }),
+    }
+    await startService(t, env, { addOns: [capture] })
+    assert.deepEqual(
+      operationsServed(routes).sort(),
+      operationsOf(spec)
+        .map((o) => o.name)
+        .sort(),
+    )
+  })
+
+  it(`the ${listener} listener answers every operation's own examples as documented`, async (t) => {
+    const service = await startService(t, env, { addOns: [addOn] })
+    const port = service.logs.find((l) => l.msg === `${listener} listening`)?.port as number
+    for (const operation of operationsOf(spec)) {
+      for (const c of casesOf(spec, operation)) {
+        const res = await fetch(`http://127.0.0.1:${port}${c.path}`, c.init)
+        if (c.name === 'example') assert.ok(res.ok, `${operation.name} answered its example ${res.status}`)
+        await assertDocumented(spec, res, operation)
+      }
+    }
+  })
 }

@@ -14,7 +14,7 @@ import { coreVars, parseConfig, redactConfig } from '../config.ts'
 import type { Routes } from '../router.ts'
 import { newRoutes, type RouteDeps } from '../routes.ts'
 import { assertProblem, declaredRows, pkg, readmeTable, type Service, startService } from '../../test/service.ts'
-import { assertDocumented, casesOf, loadSpec, operationsOf, operationsServed } from '../../test/spec.ts'
+import { checkListenerSpec, loadSpec } from '../../test/spec.ts'
 import { debug, debugVars } from './debug.ts'
 
 const { build } = readBuild(buildDir)
@@ -363,34 +363,7 @@ describe('GET /debug/pprof/heap', () => {
 })
 
 describe('debug.openapi.yaml and README.md', () => {
-  it('document exactly the routes the debug listener serves', async (t) => {
-    let routes: Routes = {}
-    const capture = {
-      ...debug,
-      start: async (ctx: Parameters<typeof debug.start>[0]) => {
-        const serve = ctx.serve
-        await debug.start({ ...ctx, serve: (name, addr, table) => serve(name, addr, (routes = table)) })
-      },
-    }
-    await startService(t, { DEBUG_ADDR: '127.0.0.1:0' }, { addOns: [capture] })
-    assert.deepEqual(
-      operationsServed(routes).sort(),
-      operationsOf(spec)
-        .map((o) => o.name)
-        .sort(),
-    )
-  })
-
-  it("answer every operation's own examples as documented", async (t) => {
-    const service = await startDebugService(t)
-    for (const operation of operationsOf(spec)) {
-      for (const c of casesOf(spec, operation)) {
-        const res = await fetch(`${service.debugUrl}${c.path}`, c.init)
-        if (c.name === 'example') assert.ok(res.ok, `${operation.name} answered its example ${res.status}`)
-        await assertDocumented(spec, res, operation)
-      }
-    }
-  })
+  checkListenerSpec(spec, debug, { DEBUG_ADDR: '127.0.0.1:0' }, 'debug')
 
   it("hold the README's variable table to the declaration", () => {
     const readme = readFileSync(new URL('README.md', import.meta.url), 'utf8')

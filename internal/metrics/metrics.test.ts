@@ -8,7 +8,6 @@ import { connect, createServer } from 'node:net'
 import { describe, it } from 'node:test'
 import { buildDir, readBuild } from '../build-info.ts'
 import { addressExpected, parseConfig } from '../config.ts'
-import type { Routes } from '../router.ts'
 import { run } from '../run.ts'
 import {
   assertProblem,
@@ -20,7 +19,7 @@ import {
   startService,
   withRoutes,
 } from '../../test/service.ts'
-import { assertDocumented, casesOf, loadSpec, operationsOf, operationsServed } from '../../test/spec.ts'
+import { checkListenerSpec, loadSpec } from '../../test/spec.ts'
 import {
   findSamples,
   makeGarbage,
@@ -415,33 +414,7 @@ describe('the process and runtime metrics', () => {
 })
 
 describe('metrics.openapi.yaml and README.md', () => {
-  it('document exactly the routes the metrics listener serves', async (t) => {
-    let routes: Routes = {}
-    const capture = {
-      ...metrics,
-      start: async (ctx: Parameters<typeof metrics.start>[0]) => {
-        const serve = ctx.serve
-        return metrics.start({ ...ctx, serve: (name, addr, table) => serve(name, addr, (routes = table)) })
-      },
-    }
-    await startService(t, { METRICS_ADDR: '127.0.0.1:0' }, { addOns: [capture] })
-    assert.deepEqual(
-      operationsServed(routes).sort(),
-      operationsOf(spec)
-        .map((o) => o.name)
-        .sort(),
-    )
-  })
-
-  it("answer every operation's own examples as documented", async (t) => {
-    const service = await startMetricsService(t)
-    await get(service, '/health')
-    for (const operation of operationsOf(spec)) {
-      for (const c of casesOf(spec, operation)) {
-        await assertDocumented(spec, await fetch(`${service.metricsUrl}${c.path}`, c.init), operation)
-      }
-    }
-  })
+  checkListenerSpec(spec, metrics, { METRICS_ADDR: '127.0.0.1:0' }, 'metrics')
 
   it("hold the README's variable table to the declaration", () => {
     const readme = readFileSync(new URL('README.md', import.meta.url), 'utf8')
