@@ -63,9 +63,9 @@ export function newLogLimiter(limit: number, windowMs: number, now = () => perfo
  * then releases the socket whatever the client does. It writes nothing where an answer would be one
  * the client cannot expect: in the middle of a response, after the answer to the request the bad
  * bytes belong to, or after a response that announced the connection's close. Clients that reset
- * or leave mid-request are dropped quietly; the rest are logged through limiter. It never throws.
+ * or leave mid-request are dropped quietly; the rest are logged through warn. It never throws.
  */
-export function handleClientError(log: Logger, limiter: LogLimiter, newId: () => string) {
+export function handleClientError(warn: Warn, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) return void socket.destroy()
     const status = statusByCode[err.code ?? ''] ?? 400
@@ -74,7 +74,10 @@ export function handleClientError(log: Logger, limiter: LogLimiter, newId: () =>
     else respond(socket, rawProblem(status, requestId))
     // A client that closes in the middle of its request went away; like a reset, that is not news.
     if (err.code === 'HPE_INVALID_EOF_STATE') return
-    logRejected(log, limiter, socket, { status, code: err.code, requestId })
+    warn(
+      { status, code: err.code, requestId, remoteAddr: (socket as Socket).remoteAddress },
+      'rejected malformed request',
+    )
   }
 }
 
@@ -91,11 +94,12 @@ function isUnexpected(last: ServerResponse | undefined): boolean {
 }
 
 /** handleConnect refuses CONNECT, which Node hands to a separate event instead of the router. */
-export function handleConnect(log: Logger, limiter: LogLimiter, newId: () => string) {
+export function handleConnect(warn: Warn, newId: () => string) {
   return (_req: unknown, socket: Duplex): void => {
     const requestId = newId()
     respond(socket, rawProblem(405, requestId, 'Allow: GET, HEAD\r\n'))
-    logRejected(log, limiter, socket, { status: 405, code: 'CONNECT', requestId })
+    const remoteAddr = (socket as Socket).remoteAddress
+    warn({ status: 405, code: 'CONNECT', requestId, remoteAddr }, 'rejected malformed request')
   }
 }
 
@@ -109,11 +113,15 @@ function respond(socket: Duplex, answer: string) {
   ;(socket as Socket).destroySoon()
 }
 
-function logRejected(log: Logger, limiter: LogLimiter, socket: Duplex, fields: Record<string, unknown>) {
-  const dropped = limiter.take()
-  if (dropped === undefined) return
-  const remoteAddr = (socket as Socket).remoteAddress
-  log.warn({ ...fields, remoteAddr, dropped: dropped > 0 ? dropped : undefined }, 'rejected malformed request')
+/** Warn logs a warning about a misbehaving client, within a limiter's budget of lines. */
+export type Warn = (fields: Record<string, unknown>, message: string) => void
+
+/** newWarn returns a Warn whose line, when let through, says how many were dropped before it. */
+export function newWarn(log: Logger, limiter: LogLimiter): Warn {
+  return (fields, message) => {
+    const dropped = limiter.take()
+    if (dropped !== undefined) log.warn({ ...fields, dropped: dropped || undefined }, message)
+  }
 }
 
 function rawProblem(status: number, requestId: string, extraHeaders = ''): string {

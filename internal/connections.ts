@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
-import type { LogLimiter } from './client-error.ts'
+import { type LogLimiter, newWarn, type Warn } from './client-error.ts'
 import type { Logger } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 
@@ -74,7 +74,8 @@ export function newConnections(
   limiter: LogLimiter,
   onDone: (res: TrackedResponse) => void,
 ): Connections & { track(res: TrackedResponse): boolean } {
-  const state = { server, log, limiter, inflight: newInflight(), sockets: new Set<TrackedSocket>(), accepted: 0 }
+  const warn = newWarn(log, limiter)
+  const state = { server, log, limiter, warn, inflight: newInflight(), sockets: new Set<TrackedSocket>(), accepted: 0 }
   let draining = false
   let closing = false
   server.on('connection', (socket: TrackedSocket) => {
@@ -90,14 +91,11 @@ export function newConnections(
   // Once listening, an 'error' is a connection libuv failed to accept (ENFILE, ENOBUFS...): Node
   // would throw it, stopping the service. It is logged, and the service goes on serving.
   server.once('listening', () => {
-    server.on('error', (err: NodeJS.ErrnoException) => warn(state, { code: err.code }, 'connection not accepted'))
+    server.on('error', (err: NodeJS.ErrnoException) => state.warn({ code: err.code }, 'connection not accepted'))
   })
   server.on('drop', (data?: { remoteAddress?: string }) => {
-    warn(
-      state,
-      { remoteAddr: data?.remoteAddress, maxConnections: server.maxConnections },
-      'connection refused: MAX_CONNECTIONS are open',
-    )
+    const fields = { remoteAddr: data?.remoteAddress, maxConnections: server.maxConnections }
+    warn(fields, 'connection refused: MAX_CONNECTIONS are open')
   })
   // One listener shared by every response ('this' is the response), so no closure per request.
   function onClose(this: TrackedResponse) {
@@ -145,6 +143,7 @@ type State = {
   server: Server<typeof IncomingMessage, typeof TrackedResponse>
   log: Logger
   limiter: LogLimiter
+  warn: Warn
   inflight: ReturnType<typeof newInflight>
   sockets: Set<TrackedSocket>
   accepted: number
@@ -161,7 +160,7 @@ function admit(state: State, res: TrackedResponse): boolean {
   if (socket.destroyed || (previous !== undefined && !previous.shouldKeepAlive)) return cut(res)
   socket[last] = res
   if (++socket[unanswered] <= maxPipelined) return true
-  warn(state, { remoteAddr: socket.remoteAddress, maxPipelined }, 'connection cut: too many pipelined requests')
+  state.warn({ remoteAddr: socket.remoteAddress, maxPipelined }, 'connection cut: too many pipelined requests')
   socket.destroy()
   return cut(res)
 }
@@ -207,12 +206,6 @@ function closeQueued(state: State, socket: Socket) {
     res.destroy()
     res.emit('close')
   }
-}
-
-/** warn logs a line about a misbehaving client within the limiter's budget. */
-function warn({ log, limiter }: State, fields: Record<string, unknown>, message: string) {
-  const dropped = limiter.take()
-  if (dropped !== undefined) log.warn({ ...fields, dropped: dropped || undefined }, message)
 }
 
 /** cut abandons res without an answer or a log line, and returns false for track(). */

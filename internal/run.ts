@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
 import { type BuildInfo, buildDir as defaultBuildDir, readBuild } from './build-info.ts'
 import { checkConfig, type Config, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
-import { newLogLimiter } from './client-error.ts'
+import { newLogLimiter, newWarn } from './client-error.ts'
 import { connectionBudget } from './connections.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { describeListenError, listen } from './listen.ts'
@@ -169,10 +169,7 @@ function newAddOnContext(
       count: () => server()?.count() ?? Promise.resolve(0),
     },
     effectiveConfig: () => describeConfig(config, addOns, setup.configs),
-    warnLimited: (fields, message) => {
-      const dropped = setup.limiter.take()
-      if (dropped !== undefined) log.warn({ ...fields, dropped: dropped || undefined }, message)
-    },
+    warnLimited: newWarn(log, setup.limiter),
     serve: async (name, addr, routes) => {
       const logger = log.child({ listener: name })
       const http = newServer({ log: logger, output, config, context, routes, limiter: setup.limiter })

@@ -1,7 +1,7 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { newAccessLog } from './access-log.ts'
-import { handleClientError, handleConnect, type LogLimiter } from './client-error.ts'
+import { handleClientError, handleConnect, type LogLimiter, newWarn } from './client-error.ts'
 import type { Config } from './config.ts'
 import { closeAfter, type Connections, newConnections } from './connections.ts'
 import { sendProblem } from './json.ts'
@@ -73,8 +73,9 @@ export function newServer({ log, output, routes, context, config, hooks = [], li
     logAccess(res)
     for (const hook of done) hook(res)
   })
-  server.on('clientError', handleClientError(log, limiter, ids.spanId))
-  server.on('connect', handleConnect(log, limiter, ids.spanId))
+  const warn = newWarn(log, limiter)
+  server.on('clientError', handleClientError(warn, ids.spanId))
+  server.on('connect', handleConnect(warn, ids.spanId))
 
   const handling: Handling = { route, admit, log, connections }
   function onRequest(req: IncomingMessage, res: TrackedResponse) {
