@@ -78,25 +78,7 @@ export function newConnections(
   const state = { server, log, limiter, warn, inflight: newInflight(), sockets: new Set<TrackedSocket>(), accepted: 0 }
   let draining = false
   let closing = false
-  server.on('connection', (socket: TrackedSocket) => {
-    socket[unanswered] = 0
-    socket[last] = undefined
-    state.accepted++
-    state.sockets.add(socket)
-    socket.once('close', () => {
-      state.sockets.delete(socket)
-      if (socket[unanswered] > 0) setImmediate(closeQueued, state, socket)
-    })
-  })
-  // Once listening, an 'error' is a connection libuv failed to accept (ENFILE, ENOBUFS...): Node
-  // would throw it, stopping the service. It is logged, and the service goes on serving.
-  server.once('listening', () => {
-    server.on('error', (err: NodeJS.ErrnoException) => state.warn({ code: err.code }, 'connection not accepted'))
-  })
-  server.on('drop', (data?: { remoteAddress?: string }) => {
-    const fields = { remoteAddr: data?.remoteAddress, maxConnections: server.maxConnections }
-    warn(fields, 'connection refused: MAX_CONNECTIONS are open')
-  })
+  watch(state)
   // One listener shared by every response ('this' is the response), so no closure per request.
   function onClose(this: TrackedResponse) {
     if (!state.inflight.delete(this)) return // closed already, by closeQueued
@@ -128,13 +110,9 @@ export function newConnections(
       closing = true
       return stopAccepting(state)
     },
-    async destroy() {
+    destroy() {
       closing = true
-      const cut = [...state.inflight].map((res) => once(res, 'close'))
-      server.close()
-      server.closeAllConnections()
-      for (const socket of state.sockets) socket.destroy()
-      await Promise.all(cut)
+      return cutAll(state)
     },
   }
 }
@@ -147,6 +125,41 @@ type State = {
   inflight: ReturnType<typeof newInflight>
   sockets: Set<TrackedSocket>
   accepted: number
+}
+
+/**
+ * watch counts and tracks the connections server accepts, and logs those it refuses (past
+ * MAX_CONNECTIONS) or fails to accept (ENFILE, ENOBUFS...: Node would throw those once listening,
+ * stopping the service; they are logged instead, and the service goes on serving).
+ */
+function watch(state: State) {
+  const { server, warn } = state
+  server.on('connection', (socket: TrackedSocket) => {
+    socket[unanswered] = 0
+    socket[last] = undefined
+    state.accepted++
+    state.sockets.add(socket)
+    socket.once('close', () => {
+      state.sockets.delete(socket)
+      if (socket[unanswered] > 0) setImmediate(closeQueued, state, socket)
+    })
+  })
+  server.once('listening', () => {
+    server.on('error', (err: NodeJS.ErrnoException) => warn({ code: err.code }, 'connection not accepted'))
+  })
+  server.on('drop', (data?: { remoteAddress?: string }) => {
+    const fields = { remoteAddr: data?.remoteAddress, maxConnections: server.maxConnections }
+    warn(fields, 'connection refused: MAX_CONNECTIONS are open')
+  })
+}
+
+/** cutAll stops listening and cuts every connection; it resolves once the cut responses have closed. */
+async function cutAll({ server, inflight, sockets }: State): Promise<void> {
+  const cut = [...inflight].map((res) => once(res, 'close'))
+  server.close()
+  server.closeAllConnections()
+  for (const socket of sockets) socket.destroy()
+  await Promise.all(cut)
 }
 
 /**
