@@ -13,6 +13,7 @@ export const addOns: readonly AddOn<any>[] = [
   (await import('../../internal/debug/debug.ts')).debug, // DEBUG_ADDR: profiles and /debug/vars
   (await import('../../internal/items/items.ts')).items, // the worked example: /items in SQLite
   (await import('../../internal/metrics/metrics.ts')).metrics, // METRICS_ADDR: GET /metrics for Prometheus
+  (await import('../../internal/shedding/shedding.ts')).shedding, // SHED_MAX_*: 503 with Retry-After past a limit, never the probes
 ]
 
 if (import.meta.main) {

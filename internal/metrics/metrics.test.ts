@@ -1,6 +1,7 @@
 // The metrics add-on: its listener on METRICS_ADDR only, what it counts of the public server's
 // requests and how it labels them, the process and runtime series, and its docs held to the code.
 import assert from 'node:assert/strict'
+import { channel } from 'node:diagnostics_channel'
 import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { type IncomingMessage, request } from 'node:http'
@@ -306,6 +307,20 @@ describe('the request metrics', () => {
     await (await stalled).arrayBuffer()
     await waitForCount(service, { http_route: '/stall' }, 1)
     assert.equal(active(await service.scrape(), 'GET'), 0, 'the series stays, at 0')
+  })
+
+  it('count the requests the shedding add-on tells of on its channel, by reason', async (t) => {
+    const service = await startMetricsService(t)
+    assert.equal(findSamples(await service.scrape(), 'http_server_shed_requests_total').length, 0, 'none until one')
+    const shed = channel('kickstart.shed')
+    shed.publish({ reason: 'event_loop_delay', route: '/items' })
+    shed.publish({ reason: 'event_loop_delay', route: '/items' })
+    shed.publish({ reason: 'inflight', route: '/items' })
+    const samples = findSamples(await service.scrape(), 'http_server_shed_requests_total')
+    assert.deepEqual(samples.map((s) => [s.labels.reason, s.value]).sort(), [
+      ['event_loop_delay', 2],
+      ['inflight', 1],
+    ])
   })
 
   it('keep two services in one process apart', async (t) => {

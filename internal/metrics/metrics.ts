@@ -1,3 +1,4 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
 import type { BuildInfo } from '../build-info.ts'
 import { addressExpected, parseAddress, type Vars } from '../config.ts'
@@ -32,13 +33,19 @@ export const metrics: AddOn<typeof metricsVars> = {
     if (addr === null) return
     const requests = newRequestMetrics()
     const runtime = await startRuntimeMetrics()
-    await ctx.serve('metrics', addr, newMetricsRoutes(ctx, requests, runtime)).catch((err: unknown) => {
+    // Requests the shedding add-on refused, if it runs: it tells of each on a diagnostics channel.
+    const shed = newShedCounter()
+    await ctx.serve('metrics', addr, newMetricsRoutes(ctx, requests, runtime, shed)).catch((err: unknown) => {
       runtime.stop()
+      shed.stop()
       throw new Error(describeListenError(err, addr, 'METRICS_ADDR'))
     })
     // The listener stays up through the drain, so the drain shows in the last scrapes; the
     // sampling stops once it is over, just before the listener closes.
-    ctx.lifecycle.onShutdown('metrics', () => runtime.stop())
+    ctx.lifecycle.onShutdown('metrics', () => {
+      runtime.stop()
+      shed.stop()
+    })
     return { hooks: { done: requests.record } }
   },
 }
@@ -48,8 +55,9 @@ export function newMetricsRoutes(
   ctx: Pick<AddOnContext<unknown>, 'build' | 'server'>,
   requests: RequestMetrics,
   runtime: RuntimeMetrics,
+  shed: ShedCounter = newShedCounter(),
 ): Routes {
-  return { '/metrics': { GET: handleMetrics(ctx, requests, runtime) } }
+  return { '/metrics': { GET: handleMetrics(ctx, requests, runtime, shed) } }
 }
 
 /**
@@ -61,16 +69,47 @@ function handleMetrics(
   { build, server }: Pick<AddOnContext<unknown>, 'build' | 'server'>,
   requests: RequestMetrics,
   runtime: RuntimeMetrics,
+  shed: ShedCounter,
 ): Handler {
   const target = formatTarget(build)
   return async (_req, res) => {
-    const body = requests.format(server.inflight) + (await runtime.format()) + target
+    const body = requests.format(server.inflight) + shed.format() + (await runtime.format()) + target
     res.writeHead(200, {
       'content-type': contentType,
       'content-length': Buffer.byteLength(body),
       'cache-control': 'no-store',
     })
     res.end(body)
+  }
+}
+
+/** ShedCounter counts the requests shed, by reason, and writes them as a counter. */
+interface ShedCounter {
+  format: () => string
+  stop: () => void
+}
+
+/**
+ * newShedCounter subscribes to the `kickstart.shed` diagnostics channel, on which the shedding
+ * add-on tells of each request it refuses (`{ reason }`), so that neither add-on imports the
+ * other; with no shedding, nothing is ever counted and no series is written.
+ */
+function newShedCounter(): ShedCounter {
+  const counts = new Map<string, number>()
+  const onShed = (message: unknown) => {
+    const reason = String((message as { reason?: unknown }).reason)
+    counts.set(reason, (counts.get(reason) ?? 0) + 1)
+  }
+  subscribe('kickstart.shed', onShed)
+  return {
+    format: () =>
+      formatFamily(
+        'http_server_shed_requests_total',
+        'counter',
+        'Requests answered 503 by load shedding, by reason',
+        [...counts].map(([reason, count]) => [{ reason }, count] as const),
+      ),
+    stop: () => void unsubscribe('kickstart.shed', onShed),
   }
 }
 

@@ -1,12 +1,13 @@
 // The load-shedding add-on over real sockets: the in-flight cap, the event-loop delay limit, the
 // probes it never sheds, the answer it sheds with, and its variables and README table.
 import assert from 'node:assert/strict'
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { type IncomingMessage, request } from 'node:http'
 import { describe, it } from 'node:test'
+import type { AddOn } from '../addon.ts'
 import { parseConfig } from '../config.ts'
-import { debug } from '../debug/debug.ts'
 import type { TrackedResponse } from '../response.ts'
 import {
   assertProblem,
@@ -125,6 +126,10 @@ describe('load shedding', () => {
       { maxInflight: on?.maxInflight, maxEventLoopDelayMs: on?.maxEventLoopDelayMs, retryAfter: on?.retryAfterSeconds },
       { maxInflight: 2, maxEventLoopDelayMs: null, retryAfter: 5 },
     )
+    const told: unknown[] = []
+    const onShed = (message: unknown) => told.push(message)
+    subscribe('kickstart.shed', onShed)
+    t.after(() => void unsubscribe('kickstart.shed', onShed))
     const held = [hold(service), hold(service)]
     await stalls.arrived(2)
 
@@ -143,6 +148,14 @@ describe('load shedding', () => {
     assert.equal(warning.maxInflight, 2)
     const access = await service.waitForLog((l) => l.msg === 'request' && l.requestId === 'shed-6')
     assert.equal(access.status, 503, 'the access log has the shed request, as metrics will')
+    assert.deepEqual(
+      told,
+      [
+        { reason: 'inflight', route: '/stall' },
+        { reason: 'inflight', route: '/openapi.yaml' },
+      ],
+      'each shed request is told on the channel the metrics add-on counts',
+    )
 
     stalls.release()
     assert.deepEqual(await Promise.all(held), [200, 200])
@@ -171,15 +184,26 @@ describe('load shedding', () => {
 
   it("leaves add-ons' own listeners alone: the hooks apply to the public port only", async (t) => {
     const stalls = newStalls()
-    const env = { SHED_MAX_INFLIGHT: '1', DEBUG_ADDR: '127.0.0.1:0' }
-    const service = await startService(t, env, { addOns: [debug, shedding], routes: stalls.routes })
-    const debugPort = service.logs.find((l) => l.msg === 'debug listening')?.port as number
+    // An add-on with a listener of its own, as the debug and metrics add-ons have.
+    const side: AddOn = {
+      name: 'side',
+      vars: {},
+      start: async (ctx) => {
+        await ctx.serve('side', { host: '127.0.0.1', port: 0 }, { '/side': { GET: (_req, res) => void res.end('ok') } })
+      },
+    }
+    const service = await startService(
+      t,
+      { SHED_MAX_INFLIGHT: '1' },
+      { addOns: [side, shedding], routes: stalls.routes },
+    )
+    const sidePort = service.logs.find((l) => l.msg === 'side listening')?.port as number
     const held = hold(service)
     await stalls.arrived(1)
     await assertProblem(await fetch(`${service.url}/openapi.yaml`), 503)
-    const vars = await fetch(`http://127.0.0.1:${debugPort}/debug/vars`)
-    assert.equal(vars.status, 200)
-    assert.equal(((await vars.json()) as { server: { inflight: number } }).server.inflight, 1)
+    const res = await fetch(`http://127.0.0.1:${sidePort}/side`)
+    assert.equal(res.status, 200)
+    assert.equal(await res.text(), 'ok')
     stalls.release()
     assert.equal(await held, 200)
   })

@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
 import { type ConfigOf, parseDuration, type Vars } from '../config.ts'
 import { sendProblem } from '../json.ts'
@@ -40,8 +41,15 @@ export type SheddingConfig = ConfigOf<typeof sheddingVars>
  */
 export const probeRoutes: ReadonlySet<string> = new Set(['/health', '/ready'])
 
-// How often the event-loop delay is refreshed, and over what window: measured in BENCHMARKS.md
-// (Overload), a longer window lets the admitted requests wait longer before shedding starts.
+/**
+ * shedChannel carries `{ reason, route }` for every request shed (node:diagnostics_channel): the
+ * metrics add-on counts them as http_server_shed_requests_total.
+ */
+export const shedChannel = channel('kickstart.shed')
+
+// How often the event-loop delay is refreshed, and over what window: short, so that shedding starts
+// within a few turns of the event loop. The window's mean, not its max: under the benchmark's
+// overload the two did the same (BENCHMARKS.md, Overload), and one long pause moves the mean less.
 const windowMs = 50
 
 /**
@@ -78,8 +86,10 @@ export function newSheddingHooks(
   const detail = `The service is overloaded; try again in ${seconds} second${seconds === 1 ? '' : 's'}.`
   const server = ctx.server
 
-  function shed(res: TrackedResponse, fields: Record<string, unknown>, message: string): false {
-    ctx.warnLimited(fields, message)
+  function shed(res: TrackedResponse, reason: 'inflight' | 'event_loop_delay', fields: object, message: string): false {
+    ctx.warnLimited({ ...fields, route: res.route }, message)
+    // Whoever counts requests (the metrics add-on) hears of it here, without either importing the other.
+    if (shedChannel.hasSubscribers) shedChannel.publish({ reason, route: res.route })
     sendProblem(res, 503, detail, headers)
     return false
   }
@@ -89,13 +99,13 @@ export function newSheddingHooks(
       if (probeRoutes.has(res.route)) return true
       const inflight = server.inflight.size
       if (inflight > maxInflight) {
-        return shed(res, { route: res.route, inflight, maxInflight }, 'request shed: too many requests in flight')
+        return shed(res, 'inflight', { inflight, maxInflight }, 'request shed: too many requests in flight')
       }
       const delayMs = watch === undefined ? 0 : watch.delayMs
       if (delayMs > maxDelayMs) {
         const eventLoopDelayMs = Math.round(delayMs * 10) / 10
-        const fields = { route: res.route, eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }
-        return shed(res, fields, 'request shed: event loop delayed')
+        const fields = { eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }
+        return shed(res, 'event_loop_delay', fields, 'request shed: event loop delayed')
       }
       return true
     },

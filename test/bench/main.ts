@@ -8,15 +8,20 @@
 //   npm run bench                 full run, a few minutes; exit 2 when a target is missed
 //   npm run bench -- --smoke      a few seconds, no targets: checks that everything runs (CI)
 //   npm run bench -- --service x.js   measure another server in the service's place (experiments)
+//   npm run bench -- --overload   three times the service's capacity, load shedding off and on
 //   other options: --rounds N --seconds N --soak N --spawns N --connections N --tool wrk|autocannon
+//   --toggle NAME=VALUE (the variable of the third service in the rounds: METRICS_ADDR=127.0.0.1:0)
+//   with --overload: --factor N --shed NAME=VALUE[,NAME=VALUE] (repeatable) --clients N
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { type Tool, canPin, chooseTool, writeWrkScript } from './load.ts'
-import { type Settings, printReport } from './report.ts'
+import { measureOverload } from './overload.ts'
+import { printOverloadReport } from './overload-report.ts'
+import { type OverloadSettings, type Settings, printReport } from './report.ts'
 import { type Context, bareArgs, bareMain, checkExit, measureRounds, measureSoak } from './runs.ts'
 import {
   type HealthResponse,
@@ -47,11 +52,18 @@ function parseSettings(argv: string[]): Settings {
       connections: { type: 'string' },
       tool: { type: 'string' },
       service: { type: 'string' },
+      toggle: { type: 'string', default: defaultToggle },
+      overload: { type: 'boolean', default: false },
+      factor: { type: 'string' },
+      shed: { type: 'string', multiple: true },
+      clients: { type: 'string' },
     },
   })
-  const smoke = values.smoke
-  const number = (name: string, value: string | undefined, full: number, short: number) => {
-    const n = value === undefined ? (smoke ? short : full) : Number(value)
+  const { smoke, overload } = values
+  if (smoke && overload) throw new Error('--smoke and --overload exclude each other: CI never runs the overload')
+  // The overload's runs are longer and fewer: each is a fresh service driven past its limits.
+  const number = (name: string, value: string | undefined, full: number, short: number, heavy = full) => {
+    const n = value === undefined ? (smoke ? short : overload ? heavy : full) : Number(value)
     if (!Number.isInteger(n) || n < 1) throw new Error(`Expected --${name} to be a positive integer, got \`${value}\``)
     return n
   }
@@ -60,16 +72,48 @@ function parseSettings(argv: string[]): Settings {
   }
   return {
     smoke,
-    rounds: number('rounds', values.rounds, 7, 2),
-    seconds: number('seconds', values.seconds, 5, 1),
-    warmupSeconds: smoke ? 1 : 5,
+    rounds: number('rounds', values.rounds, 7, 2, 3),
+    seconds: number('seconds', values.seconds, 5, 1, 20),
+    warmupSeconds: smoke ? 1 : overload ? 3 : 5,
     soakSeconds: number('soak', values.soak, 60, 3),
     spawns: number('spawns', values.spawns, 10, 3),
     connections: number('connections', values.connections, 50, 50),
     tool: values.tool as Tool | undefined,
     service: values.service === undefined ? serviceMain : resolve(values.service),
+    toggle: { label: values.toggle, env: parseEnv('toggle', values.toggle) },
+    overload: overload
+      ? {
+          factor: parseFactor(values.factor),
+          shed: (values.shed ?? [defaultShed]).map((shed) => parseEnv('shed', shed)),
+          clients: number('clients', values.clients, 1000, 1000),
+          timeoutMs: 5000,
+        }
+      : undefined,
     argv,
   }
+}
+
+// The add-on whose cost the rounds measure by default, and the shedding the overload turns on.
+const defaultToggle = 'METRICS_ADDR=127.0.0.1:0'
+const defaultShed = 'SHED_MAX_EVENT_LOOP_DELAY=50ms'
+
+/** parseFactor reads --factor, a positive number: 3 by default, below 1 to check that nothing is shed. */
+function parseFactor(value: string | undefined): number {
+  const factor = Number(value ?? '3')
+  if (!(factor > 0 && factor <= 100))
+    throw new Error(`Expected --factor to be a number above 0 and at most 100, got \`${value}\``)
+  return factor
+}
+
+/** parseEnv reads NAME=VALUE[,NAME=VALUE...] into an environment. */
+function parseEnv(option: string, value: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const pair of value.split(',')) {
+    const match = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair)
+    if (match === null) throw new Error(`Expected --${option} to be NAME=VALUE[,NAME=VALUE...], got \`${value}\``)
+    env[match[1] ?? ''] = match[2] ?? ''
+  }
+  return env
 }
 
 /** timeSpawn starts a server and returns the milliseconds from spawn to its first 200, then stops it. */
@@ -168,6 +212,27 @@ function makeWorkDir(): string {
   return mkdtempSync(join(tmpdir(), 'kickstart-bench-'))
 }
 
+/** runOverloadMode measures the overload and prints its report; the access-log checks throw on a mismatch. */
+async function runOverloadMode(ctx: Context, overload: OverloadSettings, machine: ReturnType<typeof readMachine>) {
+  const m = await measureOverload(ctx, overload)
+  const { settings } = ctx
+  printOverloadReport(
+    m,
+    {
+      machine: `${machine.cpu}; Node ${machine.node}; ${machine.date}; commit ${machine.commit}; measured: ${relative(process.cwd(), settings.service)}`,
+      load: `open-loop.ts for the overload, ${machine.tool} for the capacity; ${machine.pinned ? 'server on CPU 0, load generator on CPU 1 (taskset)' : 'not pinned'}`,
+      command: `npm run bench -- ${settings.argv.join(' ')}`,
+      factor: overload.factor,
+      seconds: settings.seconds,
+      clients: overload.clients,
+      timeoutMs: overload.timeoutMs,
+    },
+    say,
+  )
+  const lines = m.logChecks.reduce((sum, check) => sum + check.lines, 0)
+  say(`\naccess-log lines = requests received in all ${m.logChecks.length} service processes (${lines} lines)`)
+}
+
 async function main(): Promise<number> {
   let settings: Settings
   try {
@@ -195,10 +260,15 @@ async function main(): Promise<number> {
     `bench${settings.smoke ? ' (smoke)' : ''}: ${tool}, ${pinned ? 'servers on CPU 0, load on CPU 1' : 'not pinned'}, ${settings.rounds} rounds of ${settings.seconds} s`,
   )
   try {
+    if (settings.overload !== undefined) {
+      await runOverloadMode(ctx, settings.overload, machine)
+      rmSync(dir, { recursive: true, force: true })
+      return 0
+    }
     const { health, spawn } = await measureSpawn(ctx)
     const rounds = await measureRounds(ctx, health)
     const soaked = await measureSoak(ctx)
-    const logChecks = [rounds.logCheck, soaked.logCheck]
+    const logChecks = [...rounds.logChecks, soaked.logCheck]
     const passed = printReport({ machine, settings, spawn, ...rounds, soak: soaked.soak, logChecks }, say)
     rmSync(dir, { recursive: true, force: true })
     return settings.smoke || passed ? 0 : 2

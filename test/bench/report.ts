@@ -23,7 +23,23 @@ export interface Settings {
   tool: Tool | undefined
   /** service is the script measured against the bare server: the built service unless --service says otherwise. */
   service: string
+  /** toggle is the variable a third service gets in the rounds (--toggle NAME=VALUE), to price an add-on. */
+  toggle: { label: string; env: Record<string, string> }
+  /** overload holds the options of --overload, undefined without it. */
+  overload: OverloadSettings | undefined
   argv: string[]
+}
+
+/** OverloadSettings are the overload mode's options. */
+export interface OverloadSettings {
+  /** factor times the measured capacity is the rate of the overload. */
+  factor: number
+  /** shed holds one environment per configuration with shedding on (--shed NAME=VALUE,...). */
+  shed: Record<string, string>[]
+  /** clients caps the load generator's connections (--clients). */
+  clients: number
+  /** timeoutMs is how long a client waits before giving up on a request. */
+  timeoutMs: number
 }
 
 /** Measurements is everything one bench run measured. */
@@ -31,9 +47,11 @@ export interface Measurements {
   machine: { cpu: string; node: string; date: string; commit: string; tool: string; pinned: boolean }
   settings: Settings
   spawn: { service: number[]; bare: number[]; node: number[] }
-  rounds: { service: Run; bare: Run }[]
-  rssIdle: { service: number; bare: number }
-  rssAfterLoad: { service: number; bare: number }
+  rounds: { service: Run; bare: Run; toggled: Run }[]
+  rssIdle: { service: number; bare: number; toggled: number }
+  rssAfterLoad: { service: number; bare: number; toggled: number }
+  /** toggle names the third service's variable, and whether it changed its start-up log. */
+  toggle: { label: string; changed: boolean }
   /** soak holds the soak's memory samples in MiB; heap is undefined when the service has no /debug/vars. */
   soak: { rss: number[]; heap: number[] | undefined; rps: number }
   logChecks: LogCheck[]
@@ -105,6 +123,8 @@ export function printReport(m: Measurements, say: (line: string) => void): boole
   say('| measure | service | bare | service vs bare | target | result |')
   say('| --- | ---: | ---: | ---: | --- | --- |')
   for (const row of rows) say(`| ${row.join(' | ')} |`)
+  say('')
+  printToggle(m, say)
   say('')
   const failed = rows.filter((row) => row[5] === 'FAIL').length
   if (settings.smoke) say('smoke run: targets not checked; the access-log count matched')
@@ -230,6 +250,46 @@ function targetRows(m: Measurements, throughput: ReturnType<typeof printRounds>)
       lines === received ? 'PASS' : 'FAIL',
     ]),
   ]
+}
+
+/**
+ * printToggle compares the service with the toggle's variable set (on) and without it (off), in
+ * the same rounds: /health throughput and the server's CPU time per request, which moves less than
+ * throughput when other processes take turns on the CPU.
+ */
+function printToggle(m: Measurements, say: (line: string) => void): void {
+  const microsPerRequest = (run: Run) => 1e6 / run.perCPUSecond
+  const toggleColumns: [string, (r: Round) => number, number][] = [
+    ['off req/s', (r) => r.service.rps, 0],
+    ['on req/s', (r) => r.toggled.rps, 0],
+    ['on/off', (r) => ratio(r.toggled.rps, r.service.rps), 3],
+    ['off CPU', (r) => r.service.cpuShare, 2],
+    ['on CPU', (r) => r.toggled.cpuShare, 2],
+    ['off CPU µs/req', (r) => microsPerRequest(r.service), 1],
+    ['on CPU µs/req', (r) => microsPerRequest(r.toggled), 1],
+    ['on/off', (r) => ratio(microsPerRequest(r.toggled), microsPerRequest(r.service)), 3],
+  ]
+  say(`/health with \`${m.toggle.label}\` (on) and without (off), same rounds:`)
+  if (!m.toggle.changed) say('(the variable changed nothing in the start-up log: both sides ran the same service)')
+  say('')
+  say(`| round | ${toggleColumns.map(([heading]) => heading).join(' | ')} |`)
+  say(`| ---: | ${toggleColumns.map(() => '---:').join(' | ')} |`)
+  m.rounds.forEach((round, i) => {
+    say(`| ${i + 1} | ${toggleColumns.map(([, pick, digits]) => fixed(pick(round), digits)).join(' | ')} |`)
+  })
+  const medianOf = (pick: (r: Round) => number) => median(m.rounds.map(pick).filter(Number.isFinite))
+  const range = (pick: (r: Round) => number) => {
+    const values = m.rounds.map(pick)
+    return `${fixed(Math.min(...values), 2)}–${fixed(Math.max(...values), 2)}`
+  }
+  say(`| median | ${toggleColumns.map(([, pick, digits]) => fixed(medianOf(pick), digits)).join(' | ')} |`)
+  say('')
+  const [, throughput] = toggleColumns[2] ?? []
+  const [, cpu] = toggleColumns[7] ?? []
+  if (throughput === undefined || cpu === undefined) return
+  say(
+    `on/off, medians of same-round ratios (range): throughput ${fixed(medianOf(throughput), 3)}× (${range(throughput)}), CPU per request ${fixed(medianOf(cpu), 3)}× (${range(cpu)}); RSS after the rounds ${m.rssAfterLoad.toggled.toFixed(1)} vs ${m.rssAfterLoad.service.toFixed(1)} MiB`,
+  )
 }
 
 /** soakRow reports one memory series of the soak: first, max and last sample, and its growth. */

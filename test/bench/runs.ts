@@ -13,6 +13,7 @@ import {
   type ServerProcess,
   countLogLines,
   findFreePort,
+  readLogLines,
   readCPUSeconds,
   readRSS,
   readURL,
@@ -61,7 +62,7 @@ export async function checkExit(name: string, server: ServerProcess): Promise<vo
 }
 
 /** Target is a running server and its port. */
-interface Target {
+export interface Target {
   server: ServerProcess
   port: number
 }
@@ -71,8 +72,8 @@ interface Target {
  * meanwhile: on this shared machine other processes take turns on the server's CPU, and a share
  * well under 1 says a round was disturbed.
  */
-async function load(ctx: Context, { server, port }: Target, seconds: number): Promise<Run> {
-  const url = `http://127.0.0.1:${port}/health`
+export async function load(ctx: Context, { server, port }: Target, seconds: number, path = '/health'): Promise<Run> {
+  const url = `http://127.0.0.1:${port}${path}`
   const before = readCPUSeconds(server.pid)
   const result = await runLoad({
     tool: ctx.tool,
@@ -89,18 +90,24 @@ async function load(ctx: Context, { server, port }: Target, seconds: number): Pr
 }
 
 /**
- * CountedService is a service process started with counter.ts preloaded, with the requests
- * the bench knows were answered (load tools' totals, probes) and how many load runs it took.
+ * CountedService is a service process started with counter.ts preloaded, with the requests the
+ * bench knows were answered (load tools' totals, probes) and how many more may have reached it
+ * unanswered: a load tool leaves up to one request per connection unanswered when its time is up.
  */
-interface CountedService extends Target {
+export interface CountedService extends Target {
   name: string
   logFile: string
   countFile: string
   answered: number
-  runs: number
+  unanswered: number
 }
 
-async function startService(ctx: Context, name: string, env: Record<string, string> = {}): Promise<CountedService> {
+/** startService starts the service with counter.ts preloaded and env added, and waits for its first 200. */
+export async function startService(
+  ctx: Context,
+  name: string,
+  env: Record<string, string> = {},
+): Promise<CountedService> {
   const port = await findFreePort()
   const logFile = join(ctx.dir, `${name}.log`)
   const countFile = join(ctx.dir, `${name}.count`)
@@ -114,13 +121,14 @@ async function startService(ctx: Context, name: string, env: Record<string, stri
   const server = startServer(options)
   ctx.servers.add(server)
   await waitForOK(server, `http://127.0.0.1:${port}/health`)
-  return { name, server, port, logFile, countFile, answered: 1, runs: 0 }
+  return { name, server, port, logFile, countFile, answered: 1, unanswered: 0 }
 }
 
-async function loadService(ctx: Context, service: CountedService, seconds: number): Promise<Run> {
-  const run = await load(ctx, service, seconds)
+/** loadService runs the load tool against the service's path and counts what it answered. */
+export async function loadService(ctx: Context, service: CountedService, seconds: number, path?: string): Promise<Run> {
+  const run = await load(ctx, service, seconds, path)
   service.answered += run.requests
-  service.runs++
+  service.unanswered += ctx.settings.connections
   return run
 }
 
@@ -129,7 +137,7 @@ async function loadService(ctx: Context, service: CountedService, seconds: numbe
  * node:http counted (counter.ts); it throws when they differ. The load tools' own totals only
  * bound the count: each run leaves up to one request per connection unanswered at its end.
  */
-async function stopService(ctx: Context, service: CountedService): Promise<LogCheck> {
+export async function stopService(ctx: Context, service: CountedService): Promise<LogCheck> {
   await checkExit(`service (${service.name})`, service.server)
   ctx.servers.delete(service.server)
   const received = Number(readFileSync(service.countFile, 'utf8'))
@@ -147,7 +155,7 @@ async function stopService(ctx: Context, service: CountedService): Promise<LogCh
   }
   // If the counter missed requests (say a future node stops publishing the channel), both counts
   // could agree on too little; the bench's own total catches that.
-  const unanswered = service.runs * ctx.settings.connections
+  const { unanswered } = service
   if (received < answered || received > answered + unanswered) {
     throw new Error(
       `the counter says ${received} requests, but the bench had ${answered} answered (+ up to ${unanswered} in flight)`,
@@ -170,11 +178,19 @@ function format(n: number): string {
 }
 
 /**
- * measureRounds starts one service and one bare server, warms both up, runs interleaved rounds,
- * reads their memory, then stops both and checks the service's access-log count.
+ * measureRounds starts one service with the default configuration, one with the toggle's variable
+ * set (--toggle: an add-on on) and one bare server, warms them up, runs interleaved rounds, reads
+ * their memory, then stops them and checks both services' access-log counts.
  */
 export async function measureRounds(ctx: Context, health: HealthResponse) {
   const service = await startService(ctx, 'rounds')
+  const toggled = await startService(ctx, 'toggled', ctx.settings.toggle.env)
+  const changed = await startupDiffers(service, toggled)
+  if (!changed) {
+    ctx.say(
+      `warning: ${ctx.settings.toggle.label} changed nothing in the service's start-up log: is its add-on in cmd/server/main.ts?`,
+    )
+  }
   const barePort = await findFreePort()
   const bare = startServer({
     script: bareMain,
@@ -186,33 +202,56 @@ export async function measureRounds(ctx: Context, health: HealthResponse) {
   const bareHealth = await waitForOK(bare, `http://127.0.0.1:${barePort}/health`)
   checkSameResponse(await readURL(`http://127.0.0.1:${service.port}/health`), bareHealth)
   service.answered++
-  const rssIdle = { service: readRSS(service.server.pid), bare: readRSS(bare.pid) }
+  const rss = () => ({
+    service: readRSS(service.server.pid),
+    bare: readRSS(bare.pid),
+    toggled: readRSS(toggled.server.pid),
+  })
+  const rssIdle = rss()
   const onBare = (seconds: number) => load(ctx, { server: bare, port: barePort }, seconds)
   const onService = (seconds: number) => loadService(ctx, service, seconds)
+  const onToggled = (seconds: number) => loadService(ctx, toggled, seconds)
 
   const { warmupSeconds, seconds } = ctx.settings
   ctx.say(`warm-up: ${warmupSeconds} s each`)
   await onService(warmupSeconds)
+  await onToggled(warmupSeconds)
   await onBare(warmupSeconds)
   const rounds: Measurements['rounds'] = []
   for (let i = 1; i <= ctx.settings.rounds; i++) {
-    // Who goes first alternates (service, bare, bare, service, ...) so a drift in the machine's
-    // speed within a round does not always favour the same side.
+    // Who goes first alternates (service, toggled, bare, then bare, toggled, service, ...) so a
+    // drift in the machine's speed within a round does not always favour the same side of a pair.
     const round =
       i % 2 === 1
-        ? { service: await onService(seconds), bare: await onBare(seconds) }
-        : { bare: await onBare(seconds), service: await onService(seconds) }
+        ? { service: await onService(seconds), toggled: await onToggled(seconds), bare: await onBare(seconds) }
+        : { bare: await onBare(seconds), toggled: await onToggled(seconds), service: await onService(seconds) }
     rounds.push(round)
     ctx.say(
-      `round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}`,
+      `round ${i}: service ${format(round.service.rps)} req/s, bare ${format(round.bare.rps)} req/s, ratio ${(round.service.rps / round.bare.rps).toFixed(3)}; ${ctx.settings.toggle.label} ${format(round.toggled.rps)} req/s`,
     )
   }
-  const rssAfterLoad = { service: readRSS(service.server.pid), bare: readRSS(bare.pid) }
+  const rssAfterLoad = rss()
 
   await checkExit('bare server', bare)
   ctx.servers.delete(bare)
-  const logCheck = await stopService(ctx, service)
-  return { rounds, rssIdle, rssAfterLoad, logCheck }
+  const logChecks = [await stopService(ctx, service), await stopService(ctx, toggled)]
+  return { rounds, rssIdle, rssAfterLoad, logChecks, toggle: { label: ctx.settings.toggle.label, changed } }
+}
+
+/**
+ * startupDiffers tells whether two services logged different messages up to their listening
+ * line: a variable no add-on reads changes nothing, and the comparison would then measure nothing.
+ */
+async function startupDiffers(a: CountedService, b: CountedService): Promise<boolean> {
+  const messages = async (service: CountedService) => {
+    const lines = await readLogLines(service.logFile)
+    const end = lines.findIndex((line) => line.msg === 'listening')
+    return lines
+      .slice(0, end)
+      .map((line) => line.msg)
+      .join('\n')
+  }
+  return (await messages(a)) !== (await messages(b))
 }
 
 /** readHeapMiB returns heapUsed from the service's /debug/vars, or undefined when nothing answers there. */

@@ -166,6 +166,21 @@ export async function countLogLines(file: string): Promise<LogCount> {
   return count
 }
 
+/** readLogLines returns the first lines of a JSON-lines log file, parsed; lines that are not JSON are left out. */
+export async function readLogLines(file: string, limit = 100): Promise<{ msg?: unknown; [field: string]: unknown }[]> {
+  const parsed: { msg?: unknown }[] = []
+  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity })
+  for await (const line of lines) {
+    try {
+      parsed.push(JSON.parse(line) as { msg?: unknown })
+    } catch {
+      // a torn line: countLogLines reports those
+    }
+    if (parsed.length >= limit) break
+  }
+  return parsed
+}
+
 /** findFreePort asks the kernel for a free TCP port (on every interface, as the servers listen). */
 export async function findFreePort(): Promise<number> {
   const server = createServer()
