@@ -317,10 +317,13 @@ describe('the request metrics', () => {
     shed.publish({ reason: 'event_loop_delay', route: '/items' })
     shed.publish({ reason: 'inflight', route: '/items' })
     const samples = findSamples(await service.scrape(), 'http_server_shed_requests_total')
-    assert.deepEqual(samples.map((s) => [s.labels.reason, s.value]).sort(), [
-      ['event_loop_delay', 2],
-      ['inflight', 1],
-    ])
+    assert.deepEqual(
+      samples.map((s) => [s.labels.reason, s.value]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+      [
+        ['event_loop_delay', 2],
+        ['inflight', 1],
+      ],
+    )
   })
 
   it('keep two services in one process apart', async (t) => {
