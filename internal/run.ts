@@ -78,12 +78,9 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   }
   const base = { service: built.build.service, version: built.build.version }
   const core = parseConfig(env, coreVars)
-  const configs = addOns.map((addOn) => parseConfig(env, addOn.vars).config)
-  const problems = [
-    ...core.problems,
-    ...checkConfig(core.config, env),
-    ...addOns.flatMap((addOn) => parseConfig(env, addOn.vars).problems),
-  ]
+  const parsed = addOns.map((addOn) => parseConfig(env, addOn.vars))
+  const configs = parsed.map((p) => p.config)
+  const problems = [...core.problems, ...checkConfig(core.config, env), ...parsed.flatMap((p) => p.problems)]
   if (problems.length > 0) {
     newLogger(stdout, 'info', base).fatal({ problems }, 'invalid configuration')
     return { ok: false, code: exitCodes.config } as const
