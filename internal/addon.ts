@@ -50,7 +50,8 @@ export interface AddOnContext<C> {
   /**
    * serve opens a listener of the add-on's own on addr with routes, handled like the public port's
    * requests (ids, access log, 404/405, problem+json) and logged as `listener: name`. It stays up
-   * while the service drains and is closed, cutting what is left, after the shutdown hooks.
+   * while the service drains and is closed, cutting what is left, after the shutdown hooks. When it
+   * cannot listen, it rejects with one line that names variable, the one addr was read from.
    */
-  serve: (name: string, addr: Address, routes: Routes) => Promise<{ address: string; port: number }>
+  serve: (name: string, addr: Address, routes: Routes, variable: string) => Promise<{ address: string; port: number }>
 }

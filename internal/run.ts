@@ -167,11 +167,13 @@ function newAddOnContext(
     },
     effectiveConfig: () => describeConfig(config, addOns, setup.configs),
     warnLimited: newWarn(log, setup.limiter),
-    serve: async (name, addr, routes) => {
+    serve: async (name, addr, routes, variable) => {
       const logger = log.child({ listener: name })
       const http = newServer({ log: logger, output, config, context, routes, limiter: setup.limiter })
       listeners.push(http)
-      await listen(http.server, addr)
+      await listen(http.server, addr).catch((err: unknown) => {
+        throw new Error(describeListenError(err, addr, variable))
+      })
       const { address, port } = http.server.address() as AddressInfo
       logger.info({ address, port }, `${name} listening`)
       return { address, port }

@@ -291,7 +291,11 @@ export function checkListenerSpec(spec: Spec, addOn: AddOn<any>, env: Record<str
     let routes: Routes = {}
     const capture: AddOn<any> = {
       ...addOn,
-      start: (ctx) => addOn.start({ ...ctx, serve: (name, addr, table) => ctx.serve(name, addr, (routes = table)) }),
+      start: (ctx) =>
+        addOn.start({
+          ...ctx,
+          serve: (name, addr, table, variable) => ctx.serve(name, addr, (routes = table), variable),
+        }),
     }
     await startService(t, env, { addOns: [capture] })
     assert.deepEqual(

@@ -1,6 +1,5 @@
 import type { AddOn, AddOnContext } from '../addon.ts'
 import { addressExpected, parseAddress, type Vars } from '../config.ts'
-import { describeListenError } from '../listen.ts'
 import type { Routes } from '../router.ts'
 
 /** debugVars declares the debug listener's one variable. */
@@ -26,9 +25,9 @@ export const debug: AddOn<typeof debugVars> = {
     if (addr === null) return
     // Loaded only when asked for: the inspector and its kin cost start-up time otherwise.
     const { routes, close } = await newDebugRoutes(ctx)
-    const listening = await ctx.serve('debug', addr, routes).catch(async (err: unknown) => {
+    const listening = await ctx.serve('debug', addr, routes, 'DEBUG_ADDR').catch(async (err: unknown) => {
       await close()
-      throw new Error(describeListenError(err, addr, 'DEBUG_ADDR'))
+      throw err
     })
     // After the drain, a profile still running is abandoned: the debug listener never delays the exit.
     ctx.lifecycle.onShutdown('debug listener', close)

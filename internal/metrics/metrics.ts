@@ -2,7 +2,6 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
 import type { BuildInfo } from '../build-info.ts'
 import { addressExpected, parseAddress, type Vars } from '../config.ts'
-import { describeListenError } from '../listen.ts'
 import type { Handler, Routes } from '../router.ts'
 import { contentType, formatFamily } from './exposition.ts'
 import { newRequestMetrics, type RequestMetrics } from './requests.ts'
@@ -35,10 +34,11 @@ export const metrics: AddOn<typeof metricsVars> = {
     const runtime = await startRuntimeMetrics()
     // Requests the shedding add-on refused, if it runs: it tells of each on a diagnostics channel.
     const shed = newShedCounter()
-    await ctx.serve('metrics', addr, newMetricsRoutes(ctx, requests, runtime, shed)).catch((err: unknown) => {
+    const routes = newMetricsRoutes(ctx, requests, runtime, shed)
+    await ctx.serve('metrics', addr, routes, 'METRICS_ADDR').catch((err: unknown) => {
       runtime.stop()
       shed.stop()
-      throw new Error(describeListenError(err, addr, 'METRICS_ADDR'))
+      throw err
     })
     // The listener stays up through the drain, so the drain shows in the last scrapes; the
     // sampling stops once it is over, just before the listener closes.

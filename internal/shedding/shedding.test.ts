@@ -9,6 +9,7 @@ import { describe, it } from 'node:test'
 import type { AddOn } from '../addon.ts'
 import { parseConfig } from '../config.ts'
 import type { TrackedResponse } from '../response.ts'
+import type { Routes } from '../router.ts'
 import {
   assertProblem,
   declaredRows,
@@ -189,7 +190,8 @@ describe('load shedding', () => {
       name: 'side',
       vars: {},
       start: async (ctx) => {
-        await ctx.serve('side', { host: '127.0.0.1', port: 0 }, { '/side': { GET: (_req, res) => void res.end('ok') } })
+        const routes: Routes = { '/side': { GET: (_req, res) => void res.end('ok') } }
+        await ctx.serve('side', { host: '127.0.0.1', port: 0 }, routes, 'SIDE_ADDR')
       },
     }
     const service = await startService(
