@@ -40,6 +40,8 @@ export type LogLevel = (typeof logLevels)[number]
 const duration = 'a duration with a unit, like 500ms, 10s, 1m or 1m30s'
 const positiveDuration = 'a duration above zero with a unit, like 500ms, 10s or 1m'
 const size = 'a size with a unit, like 512B, 16KiB or 1MiB'
+/** countExpected is what parseCount accepts, for a Var's `expected`. */
+export const countExpected = 'an integer from 1 to 9999999'
 
 /** coreVars declares the variables of the core service; add-ons declare their own. */
 export const coreVars = {
@@ -116,8 +118,8 @@ export const coreVars = {
   maxConnections: {
     name: 'MAX_CONNECTIONS',
     default: '',
-    parse: (raw: string) => (raw === '' ? null : /^[1-9]\d{0,6}$/.test(raw) ? Number(raw) : undefined),
-    expected: 'an integer from 1 to 9999999',
+    parse: optional(parseCount),
+    expected: countExpected,
     doc: "most connections open at once; past it new ones are closed and logged. unset: the file-descriptor limit less a tenth (at least 32), kept for the service's own files",
   },
 } satisfies Vars
@@ -187,9 +189,20 @@ export function parseDuration(value: string): number | undefined {
   return ms <= maxDurationMs ? Math.round(ms) : undefined
 }
 
-function parsePositiveDuration(value: string): number | undefined {
+/** parsePositiveDuration is parseDuration that also refuses zero. */
+export function parsePositiveDuration(value: string): number | undefined {
   const ms = parseDuration(value)
   return ms !== undefined && ms > 0 ? ms : undefined
+}
+
+/** parseCount reads a count of at least 1, like 250: digits only, no sign, exponent or leading zero. */
+export function parseCount(value: string): number | undefined {
+  return /^[1-9]\d{0,6}$/.test(value) ? Number(value) : undefined
+}
+
+/** optional makes parse take '' (unset) as null, off: for a limit or feature with no default. */
+export function optional<T>(parse: (raw: string) => T | undefined): (raw: string) => T | null | undefined {
+  return (raw) => (raw === '' ? null : parse(raw))
 }
 
 function parsePort(value: string): number | undefined {

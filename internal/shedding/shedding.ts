@@ -1,6 +1,14 @@
 import { channel } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
-import { type ConfigOf, parseDuration, type Vars } from '../config.ts'
+import {
+  type ConfigOf,
+  countExpected,
+  optional,
+  parseCount,
+  parseDuration,
+  parsePositiveDuration,
+  type Vars,
+} from '../config.ts'
 import { sendProblem } from '../json.ts'
 import type { TrackedResponse } from '../response.ts'
 import type { RequestHooks } from '../server.ts'
@@ -11,14 +19,14 @@ export const sheddingVars = {
   maxInflight: {
     name: 'SHED_MAX_INFLIGHT',
     default: '',
-    parse: parseLimit,
-    expected: 'an integer from 1 to 9999999',
+    parse: optional(parseCount),
+    expected: countExpected,
     doc: 'most requests in flight on the public port, probes included; past it, a request answers 503 (probes never do); unset: no cap',
   },
   maxEventLoopDelayMs: {
     name: 'SHED_MAX_EVENT_LOOP_DELAY',
     default: '',
-    parse: parseDelay,
+    parse: optional(parsePositiveDuration),
     expected: 'a duration above zero with a unit, like 50ms or 1s',
     doc: 'while the event loop runs later than this (mean over the last 50 ms), requests answer 503 (probes never do); unset: never',
   },
@@ -110,18 +118,6 @@ export function newSheddingHooks(
       return true
     },
   }
-}
-
-// '' (unset) is null, off; undefined refuses the value.
-function parseLimit(raw: string): number | null | undefined {
-  if (raw === '') return null
-  return /^\d{1,7}$/.test(raw) && Number(raw) >= 1 ? Number(raw) : undefined
-}
-
-function parseDelay(raw: string): number | null | undefined {
-  if (raw === '') return null
-  const ms = parseDuration(raw)
-  return ms !== undefined && ms > 0 ? ms : undefined
 }
 
 // Retry-After takes whole seconds (RFC 9110 §10.2.3): a value that would need rounding is refused.
