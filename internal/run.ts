@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
 import { type BuildInfo, buildDir as defaultBuildDir, readBuild } from './build-info.ts'
 import { checkConfig, type Config, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
@@ -211,7 +212,8 @@ async function drain(
   forced: AbortSignal,
 ): Promise<{ kind: 'drained'; code: number }> {
   const drained = (code: number) => ({ kind: 'drained', code }) as const
-  if (config.shutdownDelayMs > 0) await delay(config.shutdownDelayMs, forced)
+  // A second signal (forced) cuts the delay short; the timer rejects then, and that is all it means.
+  if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs, undefined, { signal: forced }).catch(() => {})
   if (forced.aborted) return drained(exitCodes.failed)
   const started = performance.now()
   const deadline = started + config.shutdownTimeoutMs
@@ -219,7 +221,7 @@ async function drain(
   forced.addEventListener('abort', () => timeout.abort(), { once: true })
   const closed = await Promise.race([
     http.close().then(() => true),
-    delay(config.shutdownTimeoutMs, timeout.signal).then(() => false),
+    sleep(config.shutdownTimeoutMs, false, { signal: timeout.signal }).catch(() => false),
   ])
   timeout.abort() // the timer must not hold the event loop once the drain is done
   if (!closed) {
@@ -297,12 +299,4 @@ function messageOf(err: unknown): string {
 
 function codeOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code
-}
-
-/** delay resolves after ms, or as soon as signal aborts. */
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms)
-    signal.addEventListener('abort', () => resolve(clearTimeout(timer)), { once: true })
-  })
 }

@@ -5,8 +5,9 @@ import { Session } from 'node:inspector/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics, writeHeapSnapshot } from 'node:v8'
-import { sendProblem } from '../json.ts'
+import { sendJSON, sendProblem } from '../json.ts'
 import type { Logger } from '../log.ts'
 import type { TrackedResponse } from '../response.ts'
 import type { Handler } from '../router.ts'
@@ -64,9 +65,9 @@ export function handleCPUProfile(deps: ProfileDeps): Handler {
     await runProfile(deps, req, res, { profile: 'cpu', seconds }, 'cpuprofile', async (session, abandoned, headers) => {
       await session.post('Profiler.enable')
       await session.post('Profiler.start')
-      await wait(seconds * 1000, abandoned)
+      await sleep(seconds * 1000, undefined, { signal: abandoned }).catch(() => {}) // rejects once abandoned
       if (abandoned.aborted) return
-      sendJSON(res, headers, (await session.post('Profiler.stop')).profile)
+      sendJSON(res, 200, (await session.post('Profiler.stop')).profile, headers)
     })
   }
 }
@@ -106,9 +107,9 @@ export function handleHeapProfile(deps: ProfileDeps): Handler {
       async (session, abandoned, headers) => {
         await session.post('HeapProfiler.enable')
         await session.post('HeapProfiler.startSampling')
-        await wait(seconds * 1000, abandoned)
+        await sleep(seconds * 1000, undefined, { signal: abandoned }).catch(() => {}) // rejects once abandoned
         if (abandoned.aborted) return
-        sendJSON(res, headers, (await session.post('HeapProfiler.stopSampling')).profile)
+        sendJSON(res, 200, (await session.post('HeapProfiler.stopSampling')).profile, headers)
       },
     )
   }
@@ -221,11 +222,6 @@ export async function cleanLeftovers(log: Logger): Promise<void> {
   if (leftovers.length > 0) log.info({ removed: leftovers }, 'removed heap snapshots a previous process left behind')
 }
 
-function sendJSON(res: TrackedResponse, headers: Record<string, string>, value: object): void {
-  const body = JSON.stringify(value)
-  res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(body) }).end(body)
-}
-
 function readQuery(req: IncomingMessage): URLSearchParams {
   const url = req.url ?? ''
   const query = url.indexOf('?')
@@ -252,18 +248,4 @@ function fileHeaders(service: string, extension: string): Record<string, string>
     'content-disposition': `attachment; filename="${name}"`,
     'cache-control': 'no-store',
   }
-}
-
-/** wait resolves after ms, or as soon as signal aborts. */
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve()
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, { once: true })
-  })
 }

@@ -1,6 +1,7 @@
 import { type EventLoopUtilization, type IntervalHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
 import type { AddOnContext } from '../addon.ts'
+import { sendJSON } from '../json.ts'
 import type { Handler } from '../router.ts'
 
 /** VarsDeps is what /debug/vars reports on. */
@@ -8,6 +9,8 @@ export interface VarsDeps extends Pick<AddOnContext<unknown>, 'build' | 'started
   /** eventLoopDelay comes from startEventLoopDelay, called when the debug listener started. */
   eventLoopDelay: IntervalHistogram
 }
+
+const noStore = { 'cache-control': 'no-store' }
 
 /**
  * handleVars answers with the process's runtime state as JSON, the role of Go's expvar: memory and
@@ -32,7 +35,7 @@ export function handleVars(deps: VarsDeps): Handler {
   return async (_req, res) => {
     const connections = await deps.server.count()
     const now = performance.eventLoopUtilization()
-    const body = JSON.stringify({
+    const body = {
       ...fixed,
       uptimeSeconds: (Date.now() - started) / 1000,
       memory: process.memoryUsage(),
@@ -46,14 +49,9 @@ export function handleVars(deps: VarsDeps): Handler {
       },
       activeResources: countResources(process.getActiveResourcesInfo()),
       server: { connections, inflight: deps.server.inflight.size, draining: deps.server.draining },
-    })
+    }
     last = now
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-    })
-    res.end(body)
+    sendJSON(res, 200, body, noStore)
   }
 }
 
