@@ -42,12 +42,12 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
  * sending before the listener closes; otherwise 200 when every registered check passes, and 503
  * naming the failing checks when one does not.
  */
-export function handleReady(lifecycle: { readonly draining: boolean; readiness(): Promise<Readiness> }): Handler {
+export function handleReady(lifecycle: { readonly stopping: AbortSignal; readiness(): Promise<Readiness> }): Handler {
   const body = '{"status":"ready"}'
   const headers = { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' }
   const noStore = { 'cache-control': 'no-store' }
   return async (_req, res) => {
-    if (lifecycle.draining) return sendProblem(res, 503, 'The service is shutting down.', noStore)
+    if (lifecycle.stopping.aborted) return sendProblem(res, 503, 'The service is shutting down.', noStore)
     const readiness = await lifecycle.readiness()
     if (readiness.ok) return void res.writeHead(200, headers).end(body)
     const names = readiness.failing.map((check) => check.name).join(', ')

@@ -14,8 +14,11 @@ export type ReadyCheck = (signal: AbortSignal) => unknown
 
 /** Lifecycle is what the service's own code sees of start-up, readiness and shutdown. */
 export interface Lifecycle {
-  /** draining is true from the moment shutdown begins: /ready answers 503 from then on. */
-  readonly draining: boolean
+  /**
+   * stopping aborts the moment shutdown begins: /ready answers 503 from then on, and work that is
+   * not a request (jobs, queue consumers) takes nothing new and winds down.
+   */
+  readonly stopping: AbortSignal
   /**
    * onShutdown registers hook to run once the server has stopped serving. Hooks run one at a time,
    * in reverse order of registration (close what you opened last first), each bounded by the time
@@ -36,14 +39,12 @@ const cacheMs = 1000
 
 /** newLifecycle returns a Lifecycle and the controls run() and /ready use to drive it. */
 export function newLifecycle() {
-  let draining = false
+  const stopping = new AbortController()
   const hooks: { name: string; hook: ShutdownHook }[] = []
   const checks: { name: string; check: ReadyCheck }[] = []
   let cached: { at: number; outcome: Promise<Readiness> } | undefined
   return {
-    get draining() {
-      return draining
-    },
+    stopping: stopping.signal,
     onShutdown(name: string, hook: ShutdownHook) {
       hooks.push({ name, hook })
     },
@@ -51,7 +52,7 @@ export function newLifecycle() {
       checks.push({ name, check })
     },
     beginDrain() {
-      draining = true
+      stopping.abort()
     },
     /** readiness runs every check at once, each within checkTimeoutMs, or reuses the last outcome. */
     readiness(): Promise<Readiness> {
