@@ -23,6 +23,23 @@ export interface AddOn<V extends Vars = Vars> {
   start: (ctx: AddOnContext<ConfigOf<V>>) => AddOnParts | void | Promise<AddOnParts | void>
 }
 
+/** AddOnEntry is one line of cmd/server/main.ts: an add-on, imported only when it is switched on. */
+export interface AddOnEntry {
+  /** on names the variables that switch the add-on on: it loads when one is set; none listed, always. */
+  readonly on: readonly string[]
+  /** load imports the add-on's module, which exports it as `addOn`. */
+  readonly load: () => Promise<{ addOn: AddOn<any> }>
+}
+
+/**
+ * loadAddOns imports the add-ons env switches on: one that is off costs no import and no start-up
+ * work (README.md, Performance).
+ */
+export function loadAddOns(entries: readonly AddOnEntry[], env: Readonly<Record<string, string | undefined>>) {
+  const on = entries.filter((entry) => entry.on.length === 0 || entry.on.some((name) => env[name]))
+  return Promise.all(on.map(async (entry) => (await entry.load()).addOn))
+}
+
 /** AddOnParts is what an add-on adds to the public server. */
 export interface AddOnParts {
   routes?: Routes

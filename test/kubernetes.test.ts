@@ -8,10 +8,11 @@ import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget'
 import { Service } from 'kubernetes-models/v1/Service'
 import { parseAllDocuments } from 'yaml'
-import { addOns } from '../cmd/server/main.ts'
+import { addOns as entries } from '../cmd/server/main.ts'
 import { checkConfig, coreVars, parseConfig, type Vars } from '../internal/config.ts'
 import { startService } from './service.ts'
 
+const addOns = await Promise.all(entries.map(async (entry) => (await entry.load()).addOn))
 const root = new URL('../', import.meta.url)
 const folder = new URL('deploy/kubernetes/', root)
 // What the process needs after SHUTDOWN_TIMEOUT at worst (cut connections, flush logs, exit) and

@@ -3,7 +3,7 @@
 # Node line, each an exact release fetched from the npm registry (test/fetch-node.sh): 22 and 24 in
 # maintenance, and 26, the newest LTS, at the release the image ships (the Dockerfile's
 # NODE_VERSION). package.json's engines names the same lines. Bump a version here when its line
-# releases; the image's comes from the Dockerfile.
+# releases; the image's comes from the Dockerfile. Last, Node 20 must refuse to start the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +19,15 @@ for version in "${versions[@]}"; do
   echo "test:lines: npm test's command on node $("$node" --version) ($node)"
   PATH="$(dirname "$node"):$PATH" bash -c "$test"
 done
+
+# A line past end of life refuses to start, saying which lines it supports, rather than exit 0 silently.
+old=$(bash test/fetch-node.sh 20.20.2)
+npm run build --silent
+if out=$("$old" dist/cmd/server/main.js 2>&1); then
+  echo "test:lines: node 20 started the service (exit 0): $out" >&2
+  exit 1
+fi
+case "$out" in
+*'Node 22.18+, 24 or 26'*) echo "test:lines: node 20 refused: $out" ;;
+*) echo "test:lines: node 20 failed without naming the supported lines: $out" >&2 && exit 1 ;;
+esac

@@ -5,11 +5,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { validate } from '@hyperjump/json-schema/openapi-3-1'
-import { addOns } from '../cmd/server/main.ts'
+import { addOns as entries } from '../cmd/server/main.ts'
 import { buildDir } from '../internal/build-info.ts'
 import { assertProblem, pkg, startService } from './service.ts'
 import { assertDocumented, assertResponse, checkPublicSpec, loadSpec, metaSchema, operationsOf } from './spec.ts'
 
+const addOns = await Promise.all(entries.map(async (entry) => (await entry.load()).addOn))
 const spec = loadSpec(new URL('openapi.yaml', buildDir))
 
 describe('openapi.yaml', () => {

@@ -15,7 +15,7 @@ import type { Routes } from '../router.ts'
 import { newRoutes, type RouteDeps } from '../routes.ts'
 import { assertProblem, declaredRows, pkg, readmeTable, type Service, startService } from '../../test/service.ts'
 import { checkListenerSpec, loadSpec } from '../../test/spec.ts'
-import { debug, debugVars } from './debug.ts'
+import { addOn as debug, debugVars } from './debug.ts'
 
 const { build } = readBuild(buildDir)
 const spec = loadSpec(new URL('debug.openapi.yaml', import.meta.url))

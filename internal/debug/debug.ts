@@ -17,7 +17,7 @@ export const debugVars = {
  * debug is the debug listener, the Node counterpart of Go's pprof and expvar (README.md in this
  * folder): a second HTTP listener on DEBUG_ADDR, off unless set, never on the public port.
  */
-export const debug: AddOn<typeof debugVars> = {
+export const addOn: AddOn<typeof debugVars> = {
   name: 'debug',
   vars: debugVars,
   start: async (ctx) => {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
 import { assertProblem, declaredRows, readmeTable, startService } from '../../test/service.ts'
-import { items, itemsVars } from './items.ts'
+import { addOn as items, itemsVars } from './items.ts'
 
 function startItems(t: TestContext | undefined, env: Record<string, string> = {}) {
   return startService(t, env, { addOns: [items] })

@@ -20,7 +20,7 @@ export const itemsVars = {
  * items is the worked example (README.md in this folder): a small resource in an embedded SQLite
  * database, opened before the port opens, checked by /ready, closed at shutdown.
  */
-export const items: AddOn<typeof itemsVars> = {
+export const addOn: AddOn<typeof itemsVars> = {
   name: 'items',
   vars: itemsVars,
   start: async ({ config, core, lifecycle }) => {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { Routes } from '../router.ts'
 import type { RouteDeps } from '../routes.ts'
 import { type Service, startService } from '../../test/service.ts'
-import { metrics } from './metrics.ts'
+import { addOn as metrics } from './metrics.ts'
 
 /** MetricsService is the service under test with its metrics listener. */
 export interface MetricsService extends Service {

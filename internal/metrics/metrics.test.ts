@@ -29,7 +29,7 @@ import {
   startMetricsService,
   waitUntil,
 } from './harness.ts'
-import { metrics, metricsVars } from './metrics.ts'
+import { addOn as metrics, metricsVars } from './metrics.ts'
 import { boundaries } from './requests.ts'
 
 const { build } = readBuild(buildDir)

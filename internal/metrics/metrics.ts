@@ -24,7 +24,7 @@ export const metricsVars = {
  * (README.md in this folder): a listener of its own on METRICS_ADDR, off unless set, never on the
  * public port.
  */
-export const metrics: AddOn<typeof metricsVars> = {
+export const addOn: AddOn<typeof metricsVars> = {
   name: 'metrics',
   vars: metricsVars,
   start: async (ctx) => {

@@ -19,7 +19,7 @@ import {
   startService,
   withRoutes,
 } from '../../test/service.ts'
-import { shedding, sheddingVars } from './shedding.ts'
+import { addOn as shedding, sheddingVars } from './shedding.ts'
 
 /** Stalls holds requests to /stall open until release() answers them all. */
 interface Stalls {

@@ -65,7 +65,7 @@ const windowMs = 50
  * in flight, or while the event loop runs later than SHED_MAX_EVENT_LOOP_DELAY, requests to the
  * public port answer 503 with Retry-After at once, except the probes. Off unless one is set.
  */
-export const shedding: AddOn<typeof sheddingVars> = {
+export const addOn: AddOn<typeof sheddingVars> = {
   name: 'shedding',
   vars: sheddingVars,
   start: (ctx) => {
