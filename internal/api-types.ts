@@ -7,7 +7,7 @@ export type Health = {
   /** The VERSION build argument, else the version in package.json. */
   version: string | null
   startedAt: string
-  /** Go-style duration: 1h2m3.5s. */
+  /** Go-style duration, whole seconds: 1h2m3s. */
   uptime: string
   uptimeSeconds: number
   build: Build

@@ -18,15 +18,15 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
     startedAt: startedAt.toISOString(),
     build: { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty },
   }).slice(0, -1)
-  // Only the uptime changes, and only every millisecond: under load, requests share one body.
-  let lastMs = -1
+  // Only the uptime changes, once a second: requests within a second share one body and headers.
+  let last = -1
   let body = ''
   let headers = {}
   return (_req, res) => {
-    const ms = Date.now() - started
-    if (ms !== lastMs) {
-      lastMs = ms
-      body = `${head},"uptime":"${formatDuration(ms)}","uptimeSeconds":${ms / 1000}}`
+    const seconds = Math.floor((Date.now() - started) / 1000)
+    if (seconds !== last) {
+      last = seconds
+      body = `${head},"uptime":"${formatUptime(seconds)}","uptimeSeconds":${seconds}}`
       headers = {
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(body),
@@ -55,12 +55,10 @@ export function handleReady(lifecycle: { readonly stopping: AbortSignal; readine
   }
 }
 
-/** formatDuration writes milliseconds the way Go prints a time.Duration: 1h2m3.5s, 4m0s, 1.5s, 250ms. */
-export function formatDuration(duration: number): string {
-  const ms = Math.round(duration)
-  if (ms < 1000) return `${ms}ms`
-  const h = Math.floor(ms / 3_600_000)
-  const m = Math.floor((ms % 3_600_000) / 60_000)
-  const s = ((ms % 60_000) / 1000).toFixed(3).replace(/\.?0+$/, '')
-  return `${h > 0 ? `${h}h` : ''}${h > 0 || m > 0 ? `${m}m` : ''}${s}s`
+/** formatUptime writes whole seconds the way Go prints a time.Duration: 1h2m3s, 4m0s, 5s. */
+export function formatUptime(seconds: number): string {
+  const h = Math.floor(seconds / 3600)
+  const m = Math.floor(seconds / 60) % 60
+  const s = seconds % 60
+  return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`
 }

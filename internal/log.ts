@@ -60,53 +60,57 @@ export interface StdoutOutput extends LogOutput {
 }
 
 /**
- * newStdoutOutput writes log lines to file descriptor fd without ever blocking the event loop. The
- * lines of one event-loop turn are joined and written together at its end: under load that
- * batches dozens of access lines per system call. When the reader of stdout stalls, lines queue in
- * memory up to maxQueuedBytes, then new lines are dropped and counted, and the count is logged
- * once stdout keeps up again: serving, /ready and stop signals never wait for a log reader
- * (README.md, Logs).
+ * newStdoutOutput writes log lines to file descriptor fd without ever blocking the event loop. Each
+ * line is written at once, one system call: a stream or a per-turn batch costs the request more
+ * than the line itself (BENCHMARKS.md, Instructions). When fd is a pipe or socket, what a
+ * container's stdout is, and its reader stalls, the kernel refuses the write (EAGAIN) and lines
+ * queue in memory up to maxQueuedBytes, written in order once the reader is back; past the bound
+ * new lines are dropped and counted, and the count is reported once stdout keeps up again:
+ * serving, /ready and stop signals never wait for a log reader (README.md, Logs).
  */
 export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): StdoutOutput {
-  const send = newSender(fd)
-  let pending: string[] = []
-  let queued = 0 // bytes pending or being written, counted as UTF-16 units: close enough for a bound
-  let writing = false
+  const stat = fstatSync(fd)
+  // A non-blocking stream on a pipe makes the descriptor non-blocking, so writeSync never waits:
+  // it writes or fails with EAGAIN, and the stream queues the rest until the reader is back.
+  const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
+  backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
   let dropped = 0
   let idle: (() => void)[] = []
-
-  function flush() {
-    if (writing) return
-    if (pending.length === 0) {
-      for (const resolve of idle) resolve()
-      idle = []
-      if (dropped > 0 && output.onDropped) {
-        const count = dropped
-        dropped = 0
-        output.onDropped(count) // logs a line, which schedules the next flush
-      }
-      return
+  function onWritten() {
+    if (backlog === undefined || backlog.writableLength > 0) return
+    for (const resolve of idle) resolve()
+    idle = []
+    if (dropped > 0 && output.onDropped) {
+      const count = dropped
+      dropped = 0
+      output.onDropped(count) // logs a line
     }
-    const data = pending.length === 1 ? (pending[0] ?? '') : pending.join('')
-    pending = []
-    writing = true
-    send(data, () => {
-      writing = false
-      queued = pending.reduce((sum, line) => sum + line.length, 0)
-      flush()
-    })
   }
   const output: StdoutOutput = {
     write(line) {
-      if (queued + line.length > maxQueuedBytes) {
+      let rest: string | Buffer = line
+      if (backlog === undefined || backlog.writableLength === 0) {
+        let written = 0
+        try {
+          written = writeSync(fd, line)
+        } catch (err) {
+          // A file or terminal that refuses the write, or a pipe nobody reads, loses the line.
+          if (backlog === undefined || (err as NodeJS.ErrnoException).code !== 'EAGAIN') return
+        }
+        // A pipe takes a write of up to 4096 bytes whole or not at all (PIPE_BUF); a file, whole.
+        if (backlog === undefined || (written > 0 && line.length <= 1024)) return
+        const bytes = Buffer.from(line)
+        if (written === bytes.length) return
+        rest = bytes.subarray(written)
+      }
+      if (backlog.writableLength + rest.length > maxQueuedBytes) {
         dropped++
         return
       }
-      queued += line.length
-      if (pending.push(line) === 1 && !writing) setImmediate(flush)
+      backlog.write(rest, onWritten)
     },
     flush(timeoutMs) {
-      if (pending.length === 0 && !writing) return Promise.resolve()
+      if (backlog === undefined || backlog.writableLength === 0) return Promise.resolve()
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, timeoutMs)
         idle.push(() => resolve(clearTimeout(timer)))
@@ -114,29 +118,4 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
     },
   }
   return output
-}
-
-/**
- * newSender returns how to write a chunk to fd and be called back once it is written or lost
- * (EPIPE: nobody reads stdout any more, and nowhere is left to report it). A pipe or socket, what a
- * container's stdout is, is written as a non-blocking stream: libuv never waits for the reader. A
- * file or terminal is written at once, in one system call per batch: it does not stall for long,
- * and a write through the thread pool costs several times more CPU (BENCHMARKS.md).
- */
-function newSender(fd: number): (data: string, done: () => void) => void {
-  const stat = fstatSync(fd)
-  if (stat.isFIFO() || stat.isSocket()) {
-    const stream = new Socket({ fd, readable: false, writable: true })
-    stream.on('error', () => {})
-    return (data, done) => void stream.write(data, () => done())
-  }
-  return (data, done) => {
-    try {
-      // A file or terminal takes the whole write: short writes are a pipe's, which goes above.
-      writeSync(fd, data)
-    } catch {
-      // A terminal or file that refuses the write leaves nowhere to report it: the batch is lost.
-    }
-    done()
-  }
 }

@@ -1,5 +1,5 @@
 import { type OutgoingHttpHeader, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { formatTraceparent, type TraceContext } from './trace.ts'
+import type { TraceContext } from './trace.ts'
 
 type Callback = (err?: Error | null) => void
 type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
@@ -61,7 +61,7 @@ export class TrackedResponse extends ServerResponse {
   }
 
   /**
-   * writeHead adds `X-Request-Id`, `traceparent` and `X-Content-Type-Options: nosniff` to the
+   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff` to the
    * handler's headers. Given one headers object, as handlers here do, they join a copy of it that
    * Node writes on its fast path; setHeader() per header would cost more than the request's routing.
    */
@@ -69,12 +69,10 @@ export class TrackedResponse extends ServerResponse {
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined
     let headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders
     if (this.requestId !== '') {
-      const traceparent = formatTraceparent(this.trace)
       if (headers !== undefined && !Array.isArray(headers)) {
-        headers = { ...headers, 'x-request-id': this.requestId, traceparent, 'x-content-type-options': 'nosniff' }
+        headers = { ...headers, 'x-request-id': this.requestId, 'x-content-type-options': 'nosniff' }
       } else {
         this.setHeader('x-request-id', this.requestId)
-        this.setHeader('traceparent', traceparent)
         this.setHeader('x-content-type-options', 'nosniff')
       }
     }

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { describe, it } from 'node:test'
-import { newIdSource, parseTraceparent } from '../internal/trace.ts'
+import { describe, it, type TestContext } from 'node:test'
 import { newRoutes } from '../internal/routes.ts'
+import { formatTraceparent, newIdSource, parseTraceparent } from '../internal/trace.ts'
 import { startService } from './service.ts'
 
 const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
 const parentId = '00f067aa0ba902b7'
-const responseTraceparent = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
 describe('parseTraceparent', () => {
   const valid: [string, string][] = [
@@ -53,13 +53,25 @@ describe('newIdSource', () => {
 })
 
 describe('trace context over HTTP', () => {
-  it('continues a valid trace: same trace id and flags, a new span id, on the access line too', async (t) => {
-    const service = await startService(t)
-    const res = await fetch(`${service.url}/health`, {
+  // The service with a route that answers what a handler sends downstream, as a call to another service.
+  const start = (t: TestContext) =>
+    startService(
+      t,
+      {},
+      {
+        routes: async (deps) => ({
+          ...(await newRoutes(deps)),
+          '/downstream': { GET: (_req, res) => void res.end(formatTraceparent(res.trace)) },
+        }),
+      },
+    )
+
+  it('continues a valid trace: same trace id and flags downstream, a new span id, on the access line too', async (t) => {
+    const service = await start(t)
+    const res = await fetch(`${service.url}/downstream`, {
       headers: { traceparent: `00-${traceId}-${parentId}-01`, 'x-request-id': 'traced' },
     })
-    await res.arrayBuffer()
-    const [, sentTrace, spanId, flags] = responseTraceparent.exec(res.headers.get('traceparent') ?? '') ?? []
+    const [, sentTrace, spanId, flags] = traceparentPattern.exec(await res.text()) ?? []
     assert.equal(sentTrace, traceId)
     assert.equal(flags, '01')
     assert.notEqual(spanId, parentId)
@@ -73,16 +85,15 @@ describe('trace context over HTTP', () => {
     ['invalid', { traceparent: `00-${traceId.toUpperCase()}-${parentId}-01` }],
   ] as const) {
     it(`starts a new trace when traceparent is ${name}`, async (t) => {
-      const service = await startService(t)
+      const service = await start(t)
       const seen = new Set<string>()
       for (let i = 0; i < 3; i++) {
-        const res = await fetch(`${service.url}/ready`, { headers })
-        await res.arrayBuffer()
-        const [, newTrace, spanId, flags] = responseTraceparent.exec(res.headers.get('traceparent') ?? '') ?? []
+        const res = await fetch(`${service.url}/downstream`, { headers })
+        const [, newTrace, spanId, flags] = traceparentPattern.exec(await res.text()) ?? []
         assert.notEqual(newTrace, traceId)
         assert.notEqual(newTrace, '0'.repeat(32))
         assert.equal(flags, '00')
-        assert.ok(spanId)
+        assert.equal(spanId, res.headers.get('x-request-id'), 'a generated request id is the span id')
         seen.add(newTrace ?? '')
       }
       assert.equal(seen.size, 3, 'every request starts its own trace')
@@ -116,7 +127,8 @@ describe('trace context over HTTP', () => {
           headers: { 'x-request-id': `work-${name}`, traceparent: `00-${traceId}-${parentId}-01` },
         })
         await res.text()
-        return responseTraceparent.exec(res.headers.get('traceparent') ?? '')?.[2]
+        const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === `work-${name}`)
+        return line.spanId
       }),
     )
     for (const [name, spanId] of [
