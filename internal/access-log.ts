@@ -5,42 +5,42 @@ import type { TrackedResponse } from './response.ts'
 // containerd split log lines (and with them the JSON): JSON escaping at most doubles these.
 const maxPath = 2048
 const maxUserAgent = 512
+const milliseconds = Array.from({ length: 1000 }, (_, ms) => `${String(ms).padStart(3, '0')}Z`)
 
 /**
- * newAccessLog returns the function that writes the access-log line of a finished or aborted
- * response: error for 5xx, warn for 4xx and aborts, info otherwise. The path is logged without its
- * query string, which may carry tokens. The status is the one the client got (sentStatus).
+ * newAccessLog returns the function that writes the access line of a finished or aborted response:
+ * error for 5xx, warn for 4xx and aborts, info otherwise, with the status the client got. The path
+ * is logged without its query string, which may carry tokens.
  *
  * The line is the one log[level](fields, 'request') would write, built directly: pino's generic
- * serialiser costs more than the rest of the request (BENCHMARKS.md). Its bindings come from
- * log.bindings(), and it goes to the same output; every value a client controls is escaped here.
+ * serialiser costs more than the rest of the request (BENCHMARKS.md). Values a client controls
+ * (path, user agent) are escaped here; the others cannot need it: Node accepts only token
+ * characters in a method, the router only URL characters in a template, and ids are checked.
  */
 export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedResponse) => void {
   const bindings = JSON.stringify(log.bindings()).slice(1, -1)
   const base = bindings === '' ? '' : `,${bindings}`
   let second = -1
-  let prefix = '' // the time up to the second, '2026-12-04T04:05:39.'
+  let prefix = '' // the time up to its second: '2026-12-04T04:05:39.'
   return (res) => {
     const req = res.req
-    const aborted = res.aborted
     const status = res.sentStatus
+    const aborted = res.aborted
     const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
     if (!log.isLevelEnabled(level)) return
-    // toISOString once a second, not per request: it costs more than the rest of the line.
+    // toISOString once a second, not per request: it would cost more than the rest of the line.
     const now = Date.now()
     if (now - second >= 1000 || now < second) {
       second = now - (now % 1000)
       prefix = new Date(second).toISOString().slice(0, 20)
     }
-    const time = prefix + milliseconds[now - second]
     const remoteAddr = req.socket.remoteAddress
     const userAgent = req.headers['user-agent']
     output.write(
-      `{"level":"${level}","time":"${time}"${base},"method":${JSON.stringify(req.method)}` +
-        `,"path":${quote(res.path, maxPath)}${res.route === '' ? '' : `,"route":${JSON.stringify(res.route)}`}` +
-        `,"status":${status},"bytes":${res.bodyBytes}` +
-        `,"durationMs":${Math.round((res.closedAt - res.startedAt) * 1000) / 1000}` +
-        `,"requestId":${JSON.stringify(res.requestId)},"traceId":${JSON.stringify(res.trace.traceId)},"spanId":"${res.trace.spanId}"` +
+      `{"level":"${level}","time":"${prefix}${milliseconds[now - second]}"${base},"method":"${req.method}"` +
+        `,"path":${quote(res.path, maxPath)}${res.route === '' ? '' : `,"route":"${res.route}"`}` +
+        `,"status":${status},"bytes":${res.bodyBytes},"durationMs":${Math.round((res.closedAt - res.startedAt) * 1000) / 1000}` +
+        `,"requestId":"${res.requestId}","traceId":"${res.trace.traceId}","spanId":"${res.trace.spanId}"` +
         (remoteAddr === undefined ? '' : `,"remoteAddr":"${remoteAddr}"`) +
         (userAgent === undefined ? '' : `,"userAgent":${quote(userAgent, maxUserAgent)}`) +
         (aborted ? ',"aborted":true' : '') +
@@ -48,8 +48,6 @@ export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedRespo
     )
   }
 }
-
-const milliseconds = Array.from({ length: 1000 }, (_, ms) => `${String(ms).padStart(3, '0')}Z`)
 
 /** quote returns value as a JSON string, cut to max characters with a marker saying so. */
 function quote(value: string, max: number): string {

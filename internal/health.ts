@@ -3,35 +3,33 @@ import { sendProblem } from './json.ts'
 import type { Readiness } from './lifecycle.ts'
 import type { Handler } from './router.ts'
 
+const json = { 'content-type': 'application/json', 'cache-control': 'no-store' }
+
 /**
  * handleHealth answers liveness probes and people: the service, its version and build provenance,
- * when it started and for how long it has run. It never asks a dependency: liveness failing restarts
- * the pod, and a restart cures nothing when the database is down (README.md, Dependencies). It stays
- * 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
+ * when it started and for how long it has run. It never asks a dependency: a failing liveness probe
+ * restarts the pod, which cures nothing when the database is down (README.md, Dependencies). It
+ * stays 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
  */
 export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
-  const started = startedAt.getTime()
+  const { service, version, commit, commitTime, dirty } = build
   const head = JSON.stringify({
     status: 'ok',
-    service: build.service,
-    version: build.version,
+    service,
+    version,
     startedAt: startedAt.toISOString(),
-    build: { commit: build.commit, commitTime: build.commitTime, dirty: build.dirty },
+    build: { commit, commitTime, dirty },
   }).slice(0, -1)
-  // Only the uptime changes, once a second: requests within a second share one body and headers.
+  // Only the uptime changes, once a second: the requests of one second share a body and headers.
   let last = -1
   let body = ''
   let headers = {}
   return (_req, res) => {
-    const seconds = Math.floor((Date.now() - started) / 1000)
+    const seconds = Math.floor((Date.now() - startedAt.getTime()) / 1000)
     if (seconds !== last) {
       last = seconds
       body = `${head},"uptime":"${formatUptime(seconds)}","uptimeSeconds":${seconds}}`
-      headers = {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-        'cache-control': 'no-store',
-      }
+      headers = { ...json, 'content-length': Buffer.byteLength(body) }
     }
     res.writeHead(200, headers).end(body)
   }
@@ -44,7 +42,7 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
  */
 export function handleReady(lifecycle: { readonly stopping: AbortSignal; readiness(): Promise<Readiness> }): Handler {
   const body = '{"status":"ready"}'
-  const headers = { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' }
+  const headers = { ...json, 'content-length': body.length }
   const noStore = { 'cache-control': 'no-store' }
   return async (_req, res) => {
     if (lifecycle.stopping.aborted) return sendProblem(res, 503, 'The service is shutting down.', noStore)
@@ -55,10 +53,14 @@ export function handleReady(lifecycle: { readonly stopping: AbortSignal; readine
   }
 }
 
+/** handleOpenAPI serves spec, the bytes of the openapi.yaml the build wrote, unchanged. */
+export function handleOpenAPI(spec: Buffer): Handler {
+  const headers = { 'content-type': 'application/yaml', 'content-length': spec.byteLength }
+  return (_req, res) => void res.writeHead(200, headers).end(spec)
+}
+
 /** formatUptime writes whole seconds the way Go prints a time.Duration: 1h2m3s, 4m0s, 5s. */
 export function formatUptime(seconds: number): string {
-  const h = Math.floor(seconds / 3600)
-  const m = Math.floor(seconds / 60) % 60
-  const s = seconds % 60
+  const [h, m, s] = [Math.floor(seconds / 3600), Math.floor(seconds / 60) % 60, seconds % 60]
   return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`
 }

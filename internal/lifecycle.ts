@@ -1,8 +1,8 @@
 import type { Logger } from './log.ts'
 
 /**
- * ShutdownHook releases one resource (a database, a queue client). It gets a signal that aborts
- * when the shutdown deadline passes; a hook still running then is abandoned and reported.
+ * ShutdownHook releases one resource (a database, a queue client). Its signal aborts when the
+ * shutdown deadline passes; a hook still running then is abandoned and reported.
  */
 export type ShutdownHook = (signal: AbortSignal) => unknown
 
@@ -20,71 +20,60 @@ export interface Lifecycle {
    */
   readonly stopping: AbortSignal
   /**
-   * onShutdown registers hook to run once the server has stopped serving. Hooks run one at a time,
-   * in reverse order of registration (close what you opened last first), each bounded by the time
-   * left before SHUTDOWN_TIMEOUT, each logged with its duration.
+   * onShutdown registers hook to run once the server has stopped serving: one at a time, in
+   * reverse order of registration, each within what is left of SHUTDOWN_TIMEOUT, each logged.
    */
   onShutdown(name: string, hook: ShutdownHook): void
   /** addCheck registers a readiness check that /ready runs (README.md, Dependencies). */
   addCheck(name: string, check: ReadyCheck): void
 }
 
-/** Readiness is the outcome of the checks: the names of the failing ones with why, or none. */
+/** Readiness is the outcome of the checks: the failing ones with why, or none. */
 export type Readiness = { ok: true } | { ok: false; failing: { name: string; reason: string }[] }
 
-// A check that takes longer than a readiness probe's default timeout (1 s) might as well fail;
-// the outcome is reused for a second, so a storm of probes costs one round of checks.
+// A check slower than a readiness probe's default timeout (1 s) might as well fail; an outcome
+// is reused for a second, so a storm of probes costs one round of checks.
 const checkTimeoutMs = 800
 const cacheMs = 1000
 
-/** newLifecycle returns a Lifecycle and the controls run() and /ready use to drive it. */
+/** newLifecycle returns a Lifecycle and the controls run() and /ready drive it with. */
 export function newLifecycle() {
   const stopping = new AbortController()
   const hooks: { name: string; hook: ShutdownHook }[] = []
   const checks: { name: string; check: ReadyCheck }[] = []
-  let cached: { at: number; outcome: Promise<Readiness> } | undefined
+  let cached = { at: -Infinity, outcome: Promise.resolve<Readiness>({ ok: true }) }
   return {
     stopping: stopping.signal,
-    onShutdown(name: string, hook: ShutdownHook) {
-      hooks.push({ name, hook })
-    },
-    addCheck(name: string, check: ReadyCheck) {
-      checks.push({ name, check })
-    },
-    beginDrain() {
-      stopping.abort()
-    },
+    onShutdown: (name: string, hook: ShutdownHook) => void hooks.push({ name, hook }),
+    addCheck: (name: string, check: ReadyCheck) => void checks.push({ name, check }),
+    beginDrain: () => stopping.abort(),
     /** readiness runs every check at once, each within checkTimeoutMs, or reuses the last outcome. */
     readiness(): Promise<Readiness> {
-      if (checks.length === 0) return Promise.resolve({ ok: true })
       const now = performance.now()
-      if (cached === undefined || now - cached.at >= cacheMs) cached = { at: now, outcome: runChecks(checks) }
+      if (checks.length > 0 && now - cached.at >= cacheMs) cached = { at: now, outcome: runChecks(checks) }
       return cached.outcome
     },
     /**
-     * runHooks runs the hooks in reverse order until deadline, a performance.now() timestamp, and
-     * returns the names of those that failed, timed out or never started for lack of time.
+     * runHooks runs the hooks in reverse order until deadline, a performance.now() time, and returns
+     * the names of those that failed, timed out or never started for lack of time.
      */
     async runHooks(log: Logger, deadline: number): Promise<string[]> {
       const failed: string[] = []
       let expired = false
       for (const { name, hook } of hooks.toReversed()) {
-        // Once one hook has used up the time, the rest do not start.
-        if (expired || deadline - performance.now() <= 0) {
+        // Once the time is up, the rest do not start (a timer may fire a little early: expired).
+        if (expired || deadline <= performance.now()) {
           failed.push(name)
           continue
         }
         const started = performance.now()
         const outcome = await within(deadline - started, hook, `shutdown hook ${name} timed out`)
         const fields = { hook: name, durationMs: Math.round(performance.now() - started) }
-        if (outcome.ok) {
-          log.info(fields, 'shutdown hook finished')
-          continue
-        }
-        failed.push(name)
-        expired = outcome.timedOut
-        if (expired) log.error(fields, 'shutdown hook timed out')
+        if (outcome.ok) log.info(fields, 'shutdown hook finished')
+        else if (outcome.timedOut) log.error(fields, 'shutdown hook timed out')
         else log.error({ ...fields, err: outcome.err }, 'shutdown hook failed')
+        if (!outcome.ok) failed.push(name)
+        expired = !outcome.ok && outcome.timedOut
       }
       return failed
     },
@@ -110,7 +99,7 @@ type Outcome = { ok: true } | { ok: false; timedOut: boolean; err: unknown }
  */
 async function within(ms: number, fn: (signal: AbortSignal) => unknown, timeoutMessage: string): Promise<Outcome> {
   const controller = new AbortController()
-  const timer = setTimeout(() => controller.abort(new Error(timeoutMessage)), ms)
+  const timer = setTimeout(() => controller.abort(new Error(timeoutMessage)), Math.max(0, ms))
   const aborted = new Promise<never>((_, reject) =>
     controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }),
   )

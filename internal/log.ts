@@ -1,37 +1,34 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
 import { fstatSync, writeSync } from 'node:fs'
-import { Socket } from 'node:net'
 import { createRequire } from 'node:module'
+import { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { LogLevel } from './config.ts'
 import type { TrackedResponse } from './response.ts'
 
 export type { Logger }
 
-// pino is CommonJS. require() loads it in about two thirds of the time import does: a named import
-// first has Node analyse pino's exports. Start-up time is measured (BENCHMARKS.md).
+// pino is CommonJS: require() loads it in about two thirds of the time a named import takes.
 const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino')
 
-// Credentials must never reach the logs, whatever a handler decides to log about a request.
+// Credentials never reach the logs, whatever a handler logs about a request.
 const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) => [
   `headers["${name}"]`,
   `*.headers["${name}"]`,
 ])
 
-/** LogOutput is where log lines go; run() hands it to pino and the access log. */
+/** LogOutput is where log lines go: pino's lines and the access lines. */
 export interface LogOutput {
   write(line: string): void
-  /** onDropped, when set, is told how many lines were dropped once the output keeps up again. */
+  /** onDropped, when set, hears how many lines were dropped, once the output keeps up again. */
   onDropped?: (count: number) => void
 }
 
 /**
- * newLogger returns the root logger: one JSON line per event on output, level as its label, ISO
- * time, and base (service, version) on every line. Create it once in run() and pass it down.
- *
- * Given the request context, it is also every request's logger: a line logged while a request is
- * being handled, however deep in the call stack, carries that request's requestId, traceId and
- * spanId, with no child logger created and nothing passed through the calls.
+ * newLogger returns the root logger: one JSON line per event on output, the level as its label,
+ * ISO time, and base (service, version) on every line. Given the request context, a line logged
+ * while a request is handled, however deep in the call stack, carries the request's requestId,
+ * traceId and spanId, with nothing passed through the calls.
  */
 export function newLogger(
   output: LogOutput,
@@ -60,18 +57,17 @@ export interface StdoutOutput extends LogOutput {
 }
 
 /**
- * newStdoutOutput writes log lines to file descriptor fd without ever blocking the event loop. Each
- * line is written at once, one system call: a stream or a per-turn batch costs the request more
- * than the line itself (BENCHMARKS.md, Instructions). When fd is a pipe or socket, what a
- * container's stdout is, and its reader stalls, the kernel refuses the write (EAGAIN) and lines
- * queue in memory up to maxQueuedBytes, written in order once the reader is back; past the bound
- * new lines are dropped and counted, and the count is reported once stdout keeps up again:
- * serving, /ready and stop signals never wait for a log reader (README.md, Logs).
+ * newStdoutOutput writes log lines to file descriptor fd at once, one system call each, and never
+ * blocks the event loop: a stream or a per-turn batch would cost a request more than its line
+ * (BENCHMARKS.md). When fd is a pipe or socket, a container's stdout, and its reader stalls, lines
+ * queue in memory up to maxQueuedBytes and go out in order once it is back; past the bound they
+ * are dropped and counted, and the count is reported when stdout keeps up again. Serving, /ready
+ * and stop signals never wait for a log reader (README.md, Logs).
  */
 export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): StdoutOutput {
   const stat = fstatSync(fd)
-  // A non-blocking stream on a pipe makes the descriptor non-blocking, so writeSync never waits:
-  // it writes or fails with EAGAIN, and the stream queues the rest until the reader is back.
+  // A stream on a pipe makes the descriptor non-blocking: writeSync then writes or fails with
+  // EAGAIN, never waits, and the stream queues the rest until the reader is back.
   const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
   backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
   let dropped = 0
@@ -80,11 +76,8 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
     if (backlog === undefined || backlog.writableLength > 0) return
     for (const resolve of idle) resolve()
     idle = []
-    if (dropped > 0 && output.onDropped) {
-      const count = dropped
-      dropped = 0
-      output.onDropped(count) // logs a line
-    }
+    if (dropped > 0) output.onDropped?.(dropped)
+    dropped = 0
   }
   const output: StdoutOutput = {
     write(line) {
@@ -97,17 +90,14 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
           // A file or terminal that refuses the write, or a pipe nobody reads, loses the line.
           if (backlog === undefined || (err as NodeJS.ErrnoException).code !== 'EAGAIN') return
         }
-        // A pipe takes a write of up to 4096 bytes whole or not at all (PIPE_BUF); a file, whole.
+        // A pipe takes up to 4096 bytes whole or not at all (PIPE_BUF); a file takes it all.
         if (backlog === undefined || (written > 0 && line.length <= 1024)) return
         const bytes = Buffer.from(line)
         if (written === bytes.length) return
         rest = bytes.subarray(written)
       }
-      if (backlog.writableLength + rest.length > maxQueuedBytes) {
-        dropped++
-        return
-      }
-      backlog.write(rest, onWritten)
+      if (backlog.writableLength + rest.length > maxQueuedBytes) dropped++
+      else backlog.write(rest, onWritten)
     },
     flush(timeoutMs) {
       if (backlog === undefined || backlog.writableLength === 0) return Promise.resolve()
@@ -118,4 +108,34 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024): Stdo
     },
   }
   return output
+}
+
+/** Warn logs a warning about a misbehaving client, within the service's budget of such lines. */
+export type Warn = (fields: Record<string, unknown>, message: string) => void
+
+/**
+ * newWarnings returns the budget of lines about misbehaving clients that every listener shares:
+ * at most limit a window, so a flood of bad requests costs a few lines. for(log) logs through log;
+ * the next line let through says how many were dropped before it, and dropped() says it at the end.
+ */
+export function newWarnings(limit = 10, windowMs = 1000, now = () => performance.now()) {
+  let windowStart = -Infinity
+  let used = 0
+  let dropped = 0
+  const take = () => {
+    const count = dropped
+    dropped = 0
+    return count
+  }
+  return {
+    for: (log: Logger): Warn => {
+      return (fields, message) => {
+        const t = now()
+        if (t - windowStart >= windowMs) [windowStart, used] = [t, 0]
+        if (used++ >= limit) return void dropped++
+        log.warn({ ...fields, dropped: take() || undefined }, message)
+      }
+    },
+    dropped: take,
+  }
 }

@@ -7,27 +7,23 @@ type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
 /**
  * TrackedResponse is the response decorator, the counterpart of a Go ResponseWriter wrapper: the
  * server creates one per request (`createServer({ ServerResponse: TrackedResponse })`), so it costs
- * no wrapper object, no closure and no lost capability: every method it does not override
- * (flushHeaders, writeEarlyHints, pipe targets...) keeps working. It counts the body bytes handed to
- * the socket, remembers when the request started and which route it matched, and adds the headers
- * every response carries. The access log and the add-ons' response hooks read it on 'close'.
+ * no wrapper object and loses no capability: every method it does not override keeps working. It
+ * counts the body bytes, remembers when the request started and which route it matched, and adds
+ * the headers every response carries. The access log and the add-ons' hooks read it on 'close'.
  */
 export class TrackedResponse extends ServerResponse {
   /** startedAt is performance.now() when the request's headers were parsed. */
   readonly startedAt = performance.now()
   /** closedAt is performance.now() when the response finished or was aborted; 0 until then. */
   closedAt = 0
-  /** requestId identifies the request in logs and in the X-Request-Id response header; '' adds no headers. */
+  /** requestId identifies the request in logs and in the X-Request-Id header; '' adds no headers. */
   requestId = ''
   /** path is the request target's path, without the query string: what routing and logs use. */
   path = ''
   /** route is the template of the matched route ('/items/{id}'), '' when none matched. */
   route = ''
-  /** trace is the request's W3C trace context. */
+  /** trace is the request's W3C trace context: formatTraceparent(res.trace) continues it downstream. */
   trace: TraceContext = noTrace
-  /** prevInflight and nextInflight link the responses in flight (internal/connections.ts). */
-  prevInflight: TrackedResponse | undefined = undefined
-  nextInflight: TrackedResponse | undefined = undefined
   #written = 0
 
   /** logFields returns the ids every log line of this request carries, a new object each time. */
@@ -35,39 +31,34 @@ export class TrackedResponse extends ServerResponse {
     return { requestId: this.requestId, traceId: this.trace.traceId, spanId: this.trace.spanId }
   }
 
-  /**
-   * bodyBytes is the number of body bytes sent: 0 for HEAD, 1xx, 204 and 304 responses (Node
-   * drops their body), otherwise every byte given to write() and end(), encoded.
-   */
+  /** bodyBytes is the number of body bytes sent: 0 for HEAD, 1xx, 204 and 304 (Node drops their body). */
   get bodyBytes(): number {
     const status = this.statusCode
     if (this.req.method === 'HEAD' || status < 200 || status === 204 || status === 304) return 0
     return this.#written
   }
 
-  /** aborted is true once the response closed before it finished: the client went away, or the handler destroyed it. */
+  /** aborted is true once the response closed before it finished: the client left, or the handler cut it. */
   get aborted(): boolean {
     return this.destroyed && !this.writableFinished
   }
 
   /**
    * sentStatus is the status the client got: 499 (nginx's "client closed request") for a response
-   * aborted before anything went out, its headers unsent or queued behind another response on a
-   * connection that closed; never a status the client did not get. The access log and metrics
-   * report it.
+   * aborted before anything went out, never a status the client did not get.
    */
   get sentStatus(): number {
     return !this.aborted || (this.headersSent && this.socket !== null) ? this.statusCode : 499
   }
 
   /**
-   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff` to the
-   * handler's headers. Given one headers object, as handlers here do, they join a copy of it that
-   * Node writes on its fast path; setHeader() per header would cost more than the request's routing.
+   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff`. Given one headers object,
+   * as handlers here do, they join a copy that Node writes on its fast path: a setHeader() per
+   * header would cost more than routing the request.
    */
   override writeHead(statusCode: number, reasonOrHeaders?: string | Headers, maybeHeaders?: Headers): this {
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined
-    let headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders
+    let headers = reason === undefined ? (reasonOrHeaders as Headers | undefined) : maybeHeaders
     if (this.requestId !== '') {
       if (headers !== undefined && !Array.isArray(headers)) {
         headers = { ...headers, 'x-request-id': this.requestId, 'x-content-type-options': 'nosniff' }
@@ -79,15 +70,15 @@ export class TrackedResponse extends ServerResponse {
     return reason === undefined ? super.writeHead(statusCode, headers) : super.writeHead(statusCode, reason, headers)
   }
 
-  // One signature covering every overload; Node sorts out which optional argument is which, and
-  // the return value (false means "wait for 'drain'") is passed through untouched.
+  // One signature for every overload: Node sorts out which optional argument is which, and
+  // write's return value (false: wait for 'drain') goes back untouched.
   override write(chunk: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): boolean {
     if (!this.writableEnded && !this.destroyed) this.#written += byteLength(chunk, encoding)
     return super.write(chunk, encoding as BufferEncoding, callback)
   }
 
   override end(chunk?: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): this {
-    // end() writes its chunk through Node's internal write, not this.write, so it is counted once.
+    // end() writes its chunk through Node's internal write, not this.write: it is counted once.
     if (typeof chunk !== 'function' && !this.writableEnded && !this.destroyed) {
       this.#written += byteLength(chunk, encoding)
     }
@@ -99,6 +90,5 @@ const noTrace: TraceContext = Object.freeze({ traceId: '', spanId: '', flags: '0
 
 function byteLength(chunk: unknown, encoding: BufferEncoding | Callback | undefined): number {
   if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : 'utf8')
-  if (chunk instanceof Uint8Array) return chunk.byteLength
-  return 0
+  return chunk instanceof Uint8Array ? chunk.byteLength : 0
 }

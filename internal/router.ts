@@ -70,84 +70,63 @@ export interface Route {
 /** Match is what a path resolves to: the route and its parameters, or 'malformed' for bad %-encoding. */
 export type Match = { route: Route; params: Params } | 'malformed' | undefined
 
-interface Node {
-  readonly children: Map<string, Node>
-  param?: { name: string; node: Node }
-  route?: Route
-  names?: string[]
-}
-
+// Segments of URL characters, a parameter a whole segment: nothing a log line would need to escape.
+const templatePattern = /^(?:\/(?:[\w\-.~!$&'()*+,;=:@%]*|\{\w+\}))+$/
 const noParams: Params = Object.freeze({})
 
 /**
- * newRouter compiles table and returns its lookup. Static paths are one Map lookup, however many
- * routes there are; a path that no static route matches walks a tree of segments, trying the
- * static child before the parameter at each level. It throws at start-up for a template that is
- * not one (a parameter inside a segment, two names for one parameter).
+ * newRouter compiles table and returns its lookup. A static path is one Map lookup, however many
+ * routes there are, and its match is made once; other paths try the parameterised templates, the
+ * most specific first: where two differ first, the static segment. It throws for a template that
+ * is not one, and for two that match the same paths.
  */
 export function newRouter(table: Routes): (path: string) => Match {
-  // A static path's match is made once: a lookup allocates nothing.
   const exact = new Map<string, { route: Route; params: Params }>()
-  const root: Node = { children: new Map() }
+  const parameterised: { route: Route; segments: string[] }[] = []
+  const shapes = new Map<string, string>()
   for (const [template, methods] of Object.entries(table)) {
-    const handlers = new Map<string, Handler>(Object.entries(methods) as [string, Handler][])
+    if (!templatePattern.test(template))
+      throw new Error(`route ${template}: not an OpenAPI path template of whole-segment parameters`)
+    const shape = template.replace(/\{\w+\}/g, '{}')
+    if (shapes.has(shape)) throw new Error(`route ${template}: matches the same paths as ${shapes.get(shape)}`)
+    shapes.set(shape, template)
+    const handlers = new Map(Object.entries(methods) as [string, Handler][])
     const get = handlers.get('GET')
     if (get !== undefined && !handlers.has('HEAD')) handlers.set('HEAD', get)
-    const route: Route = { template, handlers, allow: [...handlers.keys()].join(', ') }
-    if (!template.includes('{')) exact.set(template, { route, params: noParams })
-    else insert(root, template, route)
+    const route = { template, handlers, allow: [...handlers.keys()].join(', ') }
+    if (template.includes('{')) parameterised.push({ route, segments: template.split('/') })
+    else exact.set(template, { route, params: noParams })
   }
+  parameterised.sort((a, b) => {
+    const i = a.segments.findIndex((segment, i) => isParam(segment) !== isParam(b.segments[i] ?? ''))
+    return i === -1 ? 0 : isParam(a.segments[i] ?? '') ? 1 : -1
+  })
   return (path) => {
     const match = exact.get(path)
-    if (match !== undefined) return match
-    if (root.children.size === 0 && root.param === undefined) return undefined
-    const values: string[] = []
-    const node = find(root, path.split('/'), 1, values)
-    if (node?.route === undefined) return undefined
-    const params: Record<string, string> = {}
-    for (const [i, name] of (node.names ?? []).entries()) {
-      try {
-        params[name] = decodeURIComponent(values[i] ?? '')
-      } catch {
-        return 'malformed'
-      }
-    }
-    return { route: node.route, params }
+    if (match !== undefined || parameterised.length === 0) return match
+    const segments = path.split('/')
+    const found = parameterised.find((p) => p.segments.length === segments.length && matches(p.segments, segments))
+    return found && withParams(found.route, found.segments, segments)
   }
 }
 
-function insert(root: Node, template: string, route: Route) {
-  const names: string[] = []
-  let node = root
-  for (const segment of template.split('/').slice(1)) {
-    const name = /^\{(\w+)\}$/.exec(segment)?.[1]
-    if (name === undefined) {
-      if (segment.includes('{')) throw new Error(`route ${template}: a parameter must be a whole segment`)
-      node = getOrAdd(node.children, segment)
-      continue
+function isParam(segment: string): boolean {
+  return segment.charCodeAt(0) === 123 /* { */
+}
+
+function matches(template: string[], segments: string[]): boolean {
+  return template.every((segment, i) => (isParam(segment) ? segments[i] !== '' : segment === segments[i]))
+}
+
+/** withParams returns the match of route with its parameters percent-decoded, or 'malformed'. */
+function withParams(route: Route, template: string[], segments: string[]): Match {
+  const params: Record<string, string> = {}
+  try {
+    for (const [i, segment] of template.entries()) {
+      if (isParam(segment)) params[segment.slice(1, -1)] = decodeURIComponent(segments[i] ?? '')
     }
-    node.param ??= { name, node: { children: new Map() } }
-    if (node.param.name !== name) throw new Error(`route ${template}: {${name}} is also {${node.param.name}}`)
-    names.push(name)
-    node = node.param.node
+  } catch {
+    return 'malformed'
   }
-  node.route = route
-  node.names = names
-}
-
-function getOrAdd(children: Map<string, Node>, segment: string): Node {
-  let child = children.get(segment)
-  if (child === undefined) children.set(segment, (child = { children: new Map() }))
-  return child
-}
-
-/** find walks segments from i, static children first, collecting parameter values on the way. */
-function find(node: Node, segments: string[], i: number, values: string[]): Node | undefined {
-  if (i === segments.length) return node.route === undefined ? undefined : node
-  const segment = segments[i] ?? ''
-  const child = node.children.get(segment)
-  const found = child && find(child, segments, i + 1, values)
-  if (found !== undefined || node.param === undefined || segment === '') return found
-  values.push(segment)
-  return find(node.param.node, segments, i + 1, values) ?? void values.pop()
+  return { route, params }
 }

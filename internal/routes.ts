@@ -1,9 +1,8 @@
 import type { BuildInfo } from './build-info.ts'
 import type { Config } from './config.ts'
-import { handleHealth, handleReady } from './health.ts'
+import { handleHealth, handleOpenAPI, handleReady } from './health.ts'
 import type { Lifecycle, Readiness } from './lifecycle.ts'
 import type { Logger } from './log.ts'
-import { handleOpenAPI } from './openapi.ts'
 import { type Routes, routes } from './router.ts'
 
 /** RouteDeps is everything the service's handlers may need. */

@@ -3,17 +3,16 @@ import type { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
-import { type BuildInfo, buildDir as defaultBuildDir, readBuild } from './build-info.ts'
-import { checkConfig, type Config, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
-import { newLogLimiter, newWarn } from './client-error.ts'
+import { buildDir as defaultBuildDir, readBuild } from './build-info.ts'
+import { checkConfig, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
 import { connectionBudget } from './connections.ts'
 import { newLifecycle } from './lifecycle.ts'
 import { describeListenError, listen } from './listen.ts'
-import { type Logger, type LogOutput, newLogger } from './log.ts'
+import { type Logger, type LogOutput, newLogger, newWarnings } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 import type { Routes } from './router.ts'
 import { type RouteDeps, newRoutes } from './routes.ts'
-import { type HTTPServer, newServer } from './server.ts'
+import { type Listener, newServer } from './server.ts'
 
 /** RunInput is everything run() takes from the process, so tests can hand in their own. */
 export interface RunInput {
@@ -38,38 +37,46 @@ export interface RunInput {
 /** Exit codes run() returns; README.md documents them. */
 export const exitCodes = { ok: 0, failed: 1, config: 2 } as const
 
-type Stop = { kind: 'signal'; signal: string } | { kind: 'error'; err: Error }
-
-const signalNumbers: Record<string, number> = { SIGINT: 2, SIGTERM: 15 }
-
 /**
- * run starts the service and serves until a stop signal, then drains and returns the exit code:
- * 0 after a clean shutdown, 1 when the service failed (listen error, start-up error, fatal error,
- * drain past SHUTDOWN_TIMEOUT), 2 for invalid configuration, 128 + the signal number when a second
- * signal cut the shutdown short. Everything that can fail is checked before the port opens. It
- * throws only for bugs, and it removes its listeners from events before it returns.
+ * run is the service's life: configure, start (dependencies, then the port), serve until a stop
+ * signal, drain, return the exit code: 0 after a clean shutdown; 1 when the service failed (listen
+ * error, start-up error, fatal error, drain past SHUTDOWN_TIMEOUT); 2 for invalid configuration;
+ * 128 + the signal number when a second signal cut the shutdown short. It throws only for bugs,
+ * and removes its listeners from events before it returns.
  */
 export async function run(input: RunInput): Promise<number> {
   const stop = listenForStop(input.events)
-  const listeners: HTTPServer[] = [] // the add-ons' own: up through the drain, so a stuck drain can be inspected
+  const listeners: Listener[] = [] // the add-ons' own: up through the drain, so a stuck one can be inspected
   try {
     const setup = configure(input)
     if (!setup.ok) return setup.code
     stop.log = setup.log
     const started = await start(input, setup, listeners)
     if (!started.ok) return started.code
-    return await shutdown(await stop.first, stop, started.http, started.lifecycle, setup)
+    const first = await stop.first
+    if (first.kind === 'error') setup.log.fatal({ err: first.err }, 'shutdown started after an uncaught error')
+    else setup.log.info({ signal: first.signal }, 'shutdown started')
+    // A second signal cuts the drain short: its timers stop, and every connection is cut.
+    const forced = new AbortController()
+    const cut = stop.second.then(async (code) => {
+      forced.abort()
+      await started.http.destroy()
+      return code
+    })
+    const code = await Promise.race([drain(setup, started, forced.signal), cut])
+    return stop.failed && code === exitCodes.ok ? exitCodes.failed : code
   } finally {
-    await Promise.all(listeners.map((server) => server.destroy())) // they never delay the exit
+    await Promise.all(listeners.map((listener) => listener.destroy())) // they never delay the exit
     stop.dispose()
   }
 }
 
 type Setup = Exclude<ReturnType<typeof configure>, { ok: false }>
+type Started = Extract<Awaited<ReturnType<typeof start>>, { ok: true }>
 
 /** configure reads the build's facts and spec and every variable, and creates the logger. */
 function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: RunInput) {
-  let built: { build: BuildInfo; spec: Buffer }
+  let built: ReturnType<typeof readBuild>
   try {
     built = readBuild(buildDir)
   } catch (err) {
@@ -80,7 +87,6 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   const base = { service: built.build.service, version: built.build.version }
   const core = parseConfig(env, coreVars)
   const parsed = addOns.map((addOn) => parseConfig(env, addOn.vars))
-  const configs = parsed.map((p) => p.config)
   const problems = [...core.problems, ...checkConfig(core.config, env), ...parsed.flatMap((p) => p.problems)]
   if (problems.length > 0) {
     newLogger(stdout, 'info', base).fatal({ problems }, 'invalid configuration')
@@ -90,51 +96,58 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   const context = new AsyncLocalStorage<TrackedResponse>()
   const log = newLogger(stdout, core.config.logLevel, base, context)
   stdout.onDropped = (dropped) => log.warn({ dropped }, 'log lines dropped: stdout did not keep up')
-  // At most 10 lines a second about misbehaving clients, whichever listener they reach.
-  const limiter = newLogLimiter(10, 1000)
-  return { ok: true, ...built, config: core.config, configs, context, log, limiter, startedAt: new Date() } as const
+  const configs = Object.fromEntries([
+    ['core', redactConfig(core.config, coreVars)],
+    ...addOns.map((addOn, i) => [addOn.name, redactConfig(parsed[i]?.config ?? {}, addOn.vars as Vars)]),
+  ])
+  return {
+    ok: true,
+    ...built,
+    config: core.config,
+    addOnConfigs: parsed.map((p) => p.config),
+    effectiveConfig: () => configs as Record<string, Record<string, unknown>>,
+    context,
+    log,
+    warnings: newWarnings(),
+    startedAt: new Date(),
+  } as const
 }
 
-/**
- * start opens the dependencies, the add-ons' and the routes', then the public port, last. On a
- * failure it logs one line and closes what it had opened.
- */
-async function start(input: RunInput, setup: Setup, listeners: HTTPServer[]) {
+/** start opens the add-ons and the routes' dependencies, then the public port, last. */
+async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
   const { config, log } = setup
-  const { stdout, addOns = [] } = input
   const lifecycle = newLifecycle()
   const failed = async (fields: object, message: string) => {
     log.fatal(fields, message)
-    await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs)
+    await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs) // close what was opened
     return { ok: false, code: exitCodes.failed } as const
   }
-  let http: HTTPServer | undefined
-  const ctx = newAddOnContext(setup, lifecycle, () => http, listeners, stdout, addOns)
+  let http: Listener | undefined
+  const ctx = newAddOnContext(setup, lifecycle, () => http, listeners, stdout)
   const parts: AddOnParts[] = []
   for (const [i, addOn] of addOns.entries()) {
     try {
-      parts.push((await addOn.start({ ...ctx, config: setup.configs[i] as never })) ?? {})
+      parts.push((await addOn.start({ ...ctx, config: setup.addOnConfigs[i] as never })) ?? {})
     } catch (err) {
       return failed({ addOn: addOn.name, err }, `cannot start ${addOn.name}: ${messageOf(err)}`)
     }
   }
   try {
     const deps = { build: setup.build, config, spec: setup.spec, startedAt: setup.startedAt, lifecycle, log }
-    parts.push({ routes: await (input.routes ?? newRoutes)(deps) })
+    parts.push({ routes: await routes(deps) })
   } catch (err) {
     return failed({ err }, `cannot start: ${messageOf(err)}`)
   }
-  const routes = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
+  const table = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
   const hooks = parts.flatMap((part) => part.hooks ?? [])
-  http = newServer({ log, output: stdout, config, context: setup.context, routes, hooks, limiter: setup.limiter })
+  const { context, warnings } = setup
+  http = newServer({ log, output: stdout, config, context, routes: table, hooks, warn: warnings.for(log) })
   http.server.maxConnections = config.maxConnections ?? connectionBudget()
   try {
     await listen(http.server, config)
   } catch (err) {
-    return failed(
-      { port: config.port, host: config.host, code: codeOf(err) },
-      describeListenError(err, config, 'PORT, HOST'),
-    )
+    const fields = { port: config.port, host: config.host, code: (err as NodeJS.ErrnoException).code }
+    return failed(fields, describeListenError(err, config, 'PORT, HOST'))
   }
   const { address, port } = http.server.address() as AddressInfo
   log.info({ address, port, commit: setup.build.commit, maxConnections: http.server.maxConnections }, 'listening')
@@ -145,12 +158,11 @@ async function start(input: RunInput, setup: Setup, listeners: HTTPServer[]) {
 function newAddOnContext(
   setup: Setup,
   lifecycle: ReturnType<typeof newLifecycle>,
-  server: () => HTTPServer | undefined,
-  listeners: HTTPServer[],
+  server: () => Listener | undefined,
+  listeners: Listener[],
   output: LogOutput,
-  addOns: readonly AddOn[],
 ): Omit<AddOnContext<unknown>, 'config'> {
-  const { config, log, context } = setup
+  const { config, log, context, warnings } = setup
   return {
     core: config,
     log,
@@ -159,18 +171,18 @@ function newAddOnContext(
     lifecycle,
     server: {
       get inflight() {
-        return server()?.inflight ?? { size: 0, [Symbol.iterator]: [][Symbol.iterator] }
+        return server()?.inflight ?? 0
       },
-      get draining() {
-        return server()?.draining ?? false
+      get connections() {
+        return server()?.connections ?? 0
       },
-      count: () => server()?.count() ?? Promise.resolve(0),
+      requests: () => server()?.requests() ?? [][Symbol.iterator](),
     },
-    effectiveConfig: () => describeConfig(config, addOns, setup.configs),
-    warnLimited: newWarn(log, setup.limiter),
+    effectiveConfig: setup.effectiveConfig,
+    warnLimited: warnings.for(log),
     serve: async (name, addr, routes, variable) => {
       const logger = log.child({ listener: name })
-      const http = newServer({ log: logger, output, config, context, routes, limiter: setup.limiter })
+      const http = newServer({ log: logger, output, config, context, routes, warn: warnings.for(logger) })
       listeners.push(http)
       await listen(http.server, addr).catch((err: unknown) => {
         throw new Error(describeListenError(err, addr, variable))
@@ -182,93 +194,71 @@ function newAddOnContext(
   }
 }
 
-/** shutdown drains after the first stop, and returns the exit code; a second signal cuts it short. */
-async function shutdown(
-  first: Stop,
-  stop: ReturnType<typeof listenForStop>,
-  http: HTTPServer,
-  lifecycle: ReturnType<typeof newLifecycle>,
-  { config, log }: Setup,
-): Promise<number> {
-  if (first.kind === 'error') log.fatal({ err: first.err }, 'shutdown started after an uncaught error')
-  else log.info({ signal: first.signal }, 'shutdown started')
+/**
+ * drain is the shutdown after the first stop: /ready turns 503 and connections announce their
+ * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish; then the hooks
+ * run. It resolves with the exit code, 1 when it ran past SHUTDOWN_TIMEOUT or a hook failed.
+ */
+async function drain({ config, log, warnings }: Setup, { http, lifecycle }: Started, forced: AbortSignal) {
   lifecycle.beginDrain()
   http.drain()
-  const forced = new AbortController()
-  const outcome = await Promise.race([drain(http, lifecycle, config, log, forced.signal), stop.second])
-  if (outcome.kind === 'drained') return stop.failed && outcome.code === exitCodes.ok ? exitCodes.failed : outcome.code
-  forced.abort()
-  log.error({ signal: outcome.signal }, 'second signal: exiting at once')
-  await http.destroy()
-  return 128 + (signalNumbers[outcome.signal] ?? 0)
-}
-
-/** drain runs the shutdown sequence after the signal and returns the exit code. */
-async function drain(
-  http: HTTPServer,
-  lifecycle: ReturnType<typeof newLifecycle>,
-  config: Config,
-  log: Logger,
-  forced: AbortSignal,
-): Promise<{ kind: 'drained'; code: number }> {
-  const drained = (code: number) => ({ kind: 'drained', code }) as const
-  // A second signal (forced) cuts the delay short; the timer rejects then, and that is all it means.
-  if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs, undefined, { signal: forced }).catch(() => {})
-  if (forced.aborted) return drained(exitCodes.failed)
+  await sleep(config.shutdownDelayMs, undefined, { signal: forced }).catch(() => {})
+  if (forced.aborted) return exitCodes.failed
   const started = performance.now()
-  const deadline = started + config.shutdownTimeoutMs
   const timeout = new AbortController()
-  forced.addEventListener('abort', () => timeout.abort(), { once: true })
   const closed = await Promise.race([
     http.close().then(() => true),
-    sleep(config.shutdownTimeoutMs, false, { signal: timeout.signal }).catch(() => false),
+    sleep(config.shutdownTimeoutMs, false, { signal: AbortSignal.any([timeout.signal, forced]) }).catch(() => false),
   ])
   timeout.abort() // the timer must not hold the event loop once the drain is done
+  if (forced.aborted) return exitCodes.failed
+  const dropped = warnings.dropped()
+  if (dropped > 0) log.warn({ dropped }, 'lines about misbehaving clients left out of the log')
   if (!closed) {
-    const inflight = [...http.inflight].slice(0, 20).map((res) => ({
+    const inflight = [...http.requests()].slice(0, 20).map((res) => ({
       method: res.req.method,
       path: res.path,
       requestId: res.requestId,
       ageMs: Math.round(performance.now() - res.startedAt),
     }))
-    log.error({ connections: await http.count(), inflight }, 'shutdown timed out: closing remaining connections')
+    log.error({ connections: http.connections, inflight }, 'shutdown timed out: closing remaining connections')
     await http.destroy()
-    return drained(exitCodes.failed)
+    return exitCodes.failed
   }
-  const failed = await lifecycle.runHooks(log, deadline)
+  const failed = await lifecycle.runHooks(log, started + config.shutdownTimeoutMs)
   if (failed.length > 0) {
     log.error({ failed }, 'shutdown finished with failed hooks')
-    return drained(exitCodes.failed)
+    return exitCodes.failed
   }
   log.info({ durationMs: Math.round(performance.now() - started) }, 'shutdown complete')
-  return drained(exitCodes.ok)
+  return exitCodes.ok
 }
 
 /**
- * listenForStop subscribes to events at once, before anything can fail, so a signal during
- * start-up is not lost. first resolves with the first stop, a signal or a fatal error; second with
- * a signal that arrives after it. Fatal errors during the shutdown are logged as they come.
+ * listenForStop subscribes to events at once, before anything can fail, so a signal during start-up
+ * is not lost. first resolves with the first stop, a signal or a fatal error; second, with the exit
+ * code of a signal that comes after it (after logging it). Fatal errors during the shutdown are
+ * logged as they come.
  */
 function listenForStop(events: RunInput['events']) {
+  type Stop = { kind: 'signal'; signal: string } | { kind: 'error'; err: Error }
   let resolveFirst: (stop: Stop) => void = () => {}
-  let resolveSecond: (stop: { kind: 'signal'; signal: string }) => void = () => {}
+  let resolveSecond: (code: number) => void = () => {}
   let stopping = false
   const stop = {
     log: undefined as Logger | undefined,
     failed: false,
     first: new Promise<Stop>((resolve) => (resolveFirst = resolve)),
-    second: new Promise<{ kind: 'signal'; signal: string }>((resolve) => (resolveSecond = resolve)),
+    second: new Promise<number>((resolve) => (resolveSecond = resolve)),
     dispose() {
-      events.off('SIGTERM', onSignal)
-      events.off('SIGINT', onSignal)
-      events.off('uncaughtException', onError)
-      events.off('unhandledRejection', onError)
+      for (const signal of signals) events.off(signal, onSignal)
+      for (const event of errors) events.off(event, onError)
     },
   }
   function onSignal(signal: string) {
-    if (stopping) return resolveSecond({ kind: 'signal', signal })
-    stopping = true
-    resolveFirst({ kind: 'signal', signal })
+    if (!stopping) return (resolveFirst({ kind: 'signal', signal }), void (stopping = true))
+    stop.log?.error({ signal }, 'second signal: exiting at once')
+    resolveSecond(128 + (signal === 'SIGINT' ? 2 : 15))
   }
   function onError(err: unknown) {
     const error = err instanceof Error ? err : new Error(String(err))
@@ -277,26 +267,14 @@ function listenForStop(events: RunInput['events']) {
     stopping = true
     resolveFirst({ kind: 'error', err: error })
   }
-  events.on('SIGTERM', onSignal)
-  events.on('SIGINT', onSignal)
-  events.on('uncaughtException', onError)
-  events.on('unhandledRejection', onError)
+  for (const signal of signals) events.on(signal, onSignal)
+  for (const event of errors) events.on(event, onError)
   return stop
 }
 
-/** describeConfig returns every variable's value by owner, core first, secrets redacted. */
-function describeConfig(config: Config, addOns: readonly AddOn[], configs: object[]) {
-  const described: Record<string, Record<string, unknown>> = { core: redactConfig(config, coreVars) }
-  for (const [i, addOn] of addOns.entries()) {
-    described[addOn.name] = redactConfig(configs[i] as Record<string, unknown>, addOn.vars as Vars)
-  }
-  return described
-}
+const signals = ['SIGTERM', 'SIGINT'] as const
+const errors = ['uncaughtException', 'unhandledRejection'] as const
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
-}
-
-function codeOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code
 }

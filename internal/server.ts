@@ -1,13 +1,13 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { createServer, type IncomingMessage } from 'node:http'
 import { newAccessLog } from './access-log.ts'
-import { handleClientError, handleConnect, type LogLimiter, newWarn } from './client-error.ts'
+import { handleClientError, handleConnect } from './client-error.ts'
 import type { Config } from './config.ts'
-import { closeAfter, type Connections, newConnections } from './connections.ts'
+import { closeAfter, type Connections, type HTTPServer, newConnections } from './connections.ts'
 import { sendProblem } from './json.ts'
-import type { Logger, LogOutput } from './log.ts'
+import type { Logger, LogOutput, Warn } from './log.ts'
 import { TrackedResponse } from './response.ts'
-import { type Match, newRouter, type Routes } from './router.ts'
+import { newRouter, type Routes } from './router.ts'
 import { newIdSource, parseTraceparent } from './trace.ts'
 
 /**
@@ -30,13 +30,13 @@ export interface ServerDeps {
   context: AsyncLocalStorage<TrackedResponse>
   config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxHeaderBytes'>
   hooks?: RequestHooks[]
-  /** limiter bounds the lines logged about bad clients; the service's listeners share one. */
-  limiter: LogLimiter
+  /** warn logs lines about misbehaving clients, within the budget the service's listeners share. */
+  warn: Warn
 }
 
-/** HTTPServer is the node:http server plus the connections it keeps and drains. */
-export interface HTTPServer extends Connections {
-  readonly server: Server<typeof IncomingMessage, typeof TrackedResponse>
+/** Listener is a node:http server with the connections it keeps and drains. */
+export interface Listener extends Connections {
+  readonly server: HTTPServer
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/
@@ -48,7 +48,7 @@ const absoluteForm = /^https?:\/\/[^/?#]*/i
  * the handler in the request context the logger reads, turns whatever a handler throws into a
  * logged 500, and writes one access-log line per request. Timeouts and size limits come from config.
  */
-export function newServer({ log, output, routes, context, config, hooks = [], limiter }: ServerDeps): HTTPServer {
+export function newServer({ log, output, routes, context, config, hooks = [], warn }: ServerDeps): Listener {
   const route = newRouter(routes)
   const ids = newIdSource()
   const logAccess = newAccessLog(log, output)
@@ -69,15 +69,13 @@ export function newServer({ log, output, routes, context, config, hooks = [], li
     },
     onRequest,
   )
-  const connections = newConnections(server, log, limiter, (res) => {
+  const connections = newConnections(server, log, warn, (res) => {
     logAccess(res)
     for (const hook of done) hook(res)
   })
-  const warn = newWarn(log, limiter)
   server.on('clientError', handleClientError(warn, ids.spanId))
   server.on('connect', handleConnect(warn, ids.spanId))
 
-  const handling: Handling = { route, admit, log, connections }
   function onRequest(req: IncomingMessage, res: TrackedResponse) {
     if (!connections.track(res)) return
     const parent = parseTraceparent(req.headers.traceparent)
@@ -87,50 +85,40 @@ export function newServer({ log, output, routes, context, config, hooks = [], li
     res.requestId = typeof id === 'string' && requestIdPattern.test(id) ? id : res.trace.spanId
     // While draining, only the latest request of a connection announces its close: handling waits
     // for a microtask, by which time Node has parsed every request pipelined in the same read.
-    if (connections.draining) queueMicrotask(() => context.run(res, dispatch, handling, req, res))
-    else context.run(res, dispatch, handling, req, res)
+    if (connections.draining) queueMicrotask(() => context.run(res, dispatch, req, res))
+    else context.run(res, dispatch, req, res)
+  }
+
+  /**
+   * dispatch answers a request whose ids are set: 400 for a target or Host it cannot take, 404 and
+   * 405 from the routes, else the add-ons' admit hooks and the handler, whose throw becomes a 500.
+   */
+  function dispatch(req: IncomingMessage, res: TrackedResponse) {
+    if (connections.draining) closeAfter(res)
+    const path = pathOf(req.url ?? '')
+    res.path = path ?? req.url ?? ''
+    const invalid = path === undefined ? 'The request target must be a path.' : checkHost(req)
+    if (invalid !== undefined) {
+      res.shouldKeepAlive = false
+      return sendProblem(res, 400, invalid)
+    }
+    const match = route(res.path)
+    if (match === undefined) return sendProblem(res, 404, 'There is nothing at this path.')
+    if (match === 'malformed') return sendProblem(res, 400, 'The path holds a malformed percent-encoding.')
+    res.route = match.route.template
+    const handler = match.route.handlers.get(req.method ?? '')
+    const allow = match.route.allow
+    if (handler === undefined) return sendProblem(res, 405, `This path answers ${allow}.`, { allow })
+    for (const hook of admit) if (!hook(res)) return
+    try {
+      const result = handler(req, res, match.params)
+      if (result !== undefined) result.catch((err: unknown) => fail(log, res, err))
+    } catch (err) {
+      fail(log, res, err)
+    }
   }
 
   return Object.assign(connections, { server })
-}
-
-/** Handling is what dispatch needs, made once per server. */
-interface Handling {
-  route: (path: string) => Match
-  admit: ((res: TrackedResponse) => boolean)[]
-  log: Logger
-  connections: Pick<Connections, 'draining'>
-}
-
-/**
- * dispatch answers a request whose ids are set: 400 for a target or Host it cannot take, 404 and
- * 405 from the routes, else the add-ons' admit hooks and the handler, whose throw becomes a 500.
- */
-function dispatch({ route, admit, log, connections }: Handling, req: IncomingMessage, res: TrackedResponse) {
-  if (connections.draining) closeAfter(res)
-  const url = req.url ?? ''
-  const path = pathOf(url)
-  res.path = path ?? url
-  const invalid = path === undefined ? 'The request target must be a path.' : checkHost(req)
-  if (invalid !== undefined) {
-    res.shouldKeepAlive = false
-    return sendProblem(res, 400, invalid)
-  }
-  const match = route(res.path)
-  if (match === undefined) return sendProblem(res, 404, 'There is nothing at this path.')
-  if (match === 'malformed') return sendProblem(res, 400, 'The path holds a malformed percent-encoding.')
-  res.route = match.route.template
-  const handler = match.route.handlers.get(req.method ?? '')
-  if (handler === undefined) {
-    return sendProblem(res, 405, `This path answers ${match.route.allow}.`, { allow: match.route.allow })
-  }
-  for (const hook of admit) if (!hook(res)) return
-  try {
-    const result = handler(req, res, match.params)
-    if (result !== undefined) result.catch((err: unknown) => fail(log, res, err))
-  } catch (err) {
-    fail(log, res, err)
-  }
 }
 
 /** fail logs what a handler threw and answers 500, or cuts a response already under way. */

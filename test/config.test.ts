@@ -6,7 +6,7 @@ import { describe, it } from 'node:test'
 import { connectionBudget } from '../internal/connections.ts'
 import { declaredRows, readmeTable } from './service.ts'
 import {
-  addressExpected,
+  address,
   checkConfig,
   coreVars,
   type Env,
@@ -241,5 +241,5 @@ describe('parseAddress', () => {
   for (const input of invalid) {
     it(`refuses ${JSON.stringify(input)}`, () => assert.equal(parseAddress(input), undefined))
   }
-  it('says what it takes', () => assert.match(addressExpected, /^host:port, like 127\.0\.0\.1:6060/))
+  it('says what it takes', () => assert.match(address.expected, /^host:port, like 127\.0\.0\.1:6060/))
 })

@@ -1,5 +1,5 @@
 import type { AddOn, AddOnContext } from '../addon.ts'
-import { addressExpected, parseAddress, type Vars } from '../config.ts'
+import { address, type Vars } from '../config.ts'
 import type { Routes } from '../router.ts'
 
 /** debugVars declares the debug listener's one variable. */
@@ -7,8 +7,7 @@ export const debugVars = {
   debugAddr: {
     name: 'DEBUG_ADDR',
     default: '',
-    parse: parseAddress,
-    expected: addressExpected,
+    ...address,
     doc: '`host:port` of the debug listener (profiles, runtime state): `127.0.0.1:6060`, `localhost:6060`, `[::1]:6060`, or `:6060` for all interfaces; unset: off',
   },
 } satisfies Vars

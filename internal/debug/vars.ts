@@ -5,7 +5,10 @@ import { sendJSON } from '../json.ts'
 import type { Handler } from '../router.ts'
 
 /** VarsDeps is what /debug/vars reports on. */
-export interface VarsDeps extends Pick<AddOnContext<unknown>, 'build' | 'startedAt' | 'server' | 'effectiveConfig'> {
+export interface VarsDeps extends Pick<
+  AddOnContext<unknown>,
+  'build' | 'startedAt' | 'server' | 'effectiveConfig' | 'lifecycle'
+> {
   /** eventLoopDelay comes from startEventLoopDelay, called when the debug listener started. */
   eventLoopDelay: IntervalHistogram
 }
@@ -32,8 +35,7 @@ export function handleVars(deps: VarsDeps): Handler {
   }
   const first = performance.eventLoopUtilization()
   let last = first
-  return async (_req, res) => {
-    const connections = await deps.server.count()
+  return (_req, res) => {
     const now = performance.eventLoopUtilization()
     const body = {
       ...fixed,
@@ -48,7 +50,11 @@ export function handleVars(deps: VarsDeps): Handler {
         },
       },
       activeResources: countResources(process.getActiveResourcesInfo()),
-      server: { connections, inflight: deps.server.inflight.size, draining: deps.server.draining },
+      server: {
+        connections: deps.server.connections,
+        inflight: deps.server.inflight,
+        draining: deps.lifecycle.stopping.aborted,
+      },
     }
     last = now
     sendJSON(res, 200, body, noStore)

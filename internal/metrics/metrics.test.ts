@@ -8,7 +8,7 @@ import { type IncomingMessage, request } from 'node:http'
 import { connect, createServer } from 'node:net'
 import { describe, it } from 'node:test'
 import { buildDir, readBuild } from '../build-info.ts'
-import { addressExpected, parseConfig } from '../config.ts'
+import { address, parseConfig } from '../config.ts'
 import { run } from '../run.ts'
 import {
   assertProblem,
@@ -127,7 +127,7 @@ describe('the metrics listener', () => {
     })
     for (const raw of ['9464', 'localhost', '::1:9464', 'host:99999']) {
       const { problems } = parseConfig({ METRICS_ADDR: raw }, metricsVars)
-      assert.deepEqual(problems, [`Expected \`METRICS_ADDR\` to be ${addressExpected}, got \`${raw}\``])
+      assert.deepEqual(problems, [`Expected \`METRICS_ADDR\` to be ${address.expected}, got \`${raw}\``])
     }
   })
 })

@@ -1,7 +1,7 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
 import type { BuildInfo } from '../build-info.ts'
-import { addressExpected, parseAddress, type Vars } from '../config.ts'
+import { address, type Vars } from '../config.ts'
 import type { Handler, Routes } from '../router.ts'
 import { contentType, formatFamily } from './exposition.ts'
 import { newRequestMetrics, type RequestMetrics } from './requests.ts'
@@ -12,8 +12,7 @@ export const metricsVars = {
   metricsAddr: {
     name: 'METRICS_ADDR',
     default: '',
-    parse: parseAddress,
-    expected: addressExpected,
+    ...address,
     doc: '`host:port` of the metrics listener (`GET /metrics`, Prometheus text format): `:9464` for all interfaces, which a scraper in the pod network needs, or `127.0.0.1:9464`; unset: off',
   },
 } satisfies Vars
@@ -73,7 +72,7 @@ function handleMetrics(
 ): Handler {
   const target = formatTarget(build)
   return async (_req, res) => {
-    const body = requests.format(server.inflight) + shed.format() + (await runtime.format()) + target
+    const body = requests.format(server.requests()) + shed.format() + (await runtime.format()) + target
     res.writeHead(200, {
       'content-type': contentType,
       'content-length': Buffer.byteLength(body),

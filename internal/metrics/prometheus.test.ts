@@ -1,10 +1,9 @@
 // The metrics as real clients read them: promtool's checker, and a Prometheus server that scrapes
 // the service every second and answers the PromQL a dashboard runs.
 import assert from 'node:assert/strict'
-import { once } from 'node:events'
-import { type IncomingMessage, request } from 'node:http'
 import { before, describe, it } from 'node:test'
 import { pkg, withRoutes } from '../../test/service.ts'
+import { formatFamily } from './exposition.ts'
 import {
   checkMetrics,
   findPrometheus,
@@ -35,7 +34,6 @@ describe('the metrics, read by Prometheus itself', { timeout }, () => {
             throw new Error('planned')
           },
         },
-        '/odd/"quoted"\\back': { GET: (_req, res) => void res.writeHead(204).end() },
       }),
     )
     for (const [path, method] of [
@@ -48,22 +46,20 @@ describe('the metrics, read by Prometheus itself', { timeout }, () => {
     ] as const) {
       await (await fetch(`${service.url}${path}`, { method })).arrayBuffer()
     }
-    // fetch would percent-encode the quotes and the backslash; node:http sends them as they are.
-    const odd = request(`${service.url}/`, { path: '/odd/"quoted"\\back' }).end()
-    const [res] = (await once(odd, 'response')) as [IncomingMessage]
-    assert.equal(res.statusCode, 204)
-    res.resume()
     // Enough garbage for a few minor collections, so the GC histogram has series too.
     await waitUntil(async () => {
       makeGarbage()
       return (await service.scrape()).some((s) => s.name === 'nodejs_gc_duration_seconds_count')
     }, 'a garbage collection')
 
-    const text = await (await fetch(`${service.metricsUrl}/metrics`)).text()
+    // No request can put a quote or a backslash in a label (the router refuses such templates):
+    // a family of the exposition's own writing shows they would still be escaped as Prometheus reads them.
+    const odd = formatFamily('odd_total', 'counter', 'Odd label values', [[{ value: 'a "quoted"\\back\nline' }, 1]])
+    const text = (await (await fetch(`${service.metricsUrl}/metrics`)).text()) + odd
     for (const needle of [
       'error_type="500"',
       'http_request_method="_OTHER"',
-      'http_route="/odd/\\"quoted\\"\\\\back"',
+      'value="a \\"quoted\\"\\\\back\\nline"',
     ]) {
       assert.ok(text.includes(needle), `${needle} in the exposition`)
     }

@@ -228,11 +228,11 @@ describe('load-shedding variables', () => {
       [{ SHED_MAX_INFLIGHT: '1e3' }, 'Expected `SHED_MAX_INFLIGHT` to be an integer from 1 to 9999999, got `1e3`'],
       [
         { SHED_MAX_EVENT_LOOP_DELAY: '50' },
-        'Expected `SHED_MAX_EVENT_LOOP_DELAY` to be a duration above zero with a unit, like 50ms or 1s, got `50`',
+        'Expected `SHED_MAX_EVENT_LOOP_DELAY` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `50`',
       ],
       [
         { SHED_MAX_EVENT_LOOP_DELAY: '0ms' },
-        'Expected `SHED_MAX_EVENT_LOOP_DELAY` to be a duration above zero with a unit, like 50ms or 1s, got `0ms`',
+        'Expected `SHED_MAX_EVENT_LOOP_DELAY` to be a duration above zero with a unit, like 500ms, 10s or 1m, got `0ms`',
       ],
       [
         { SHED_RETRY_AFTER: '500ms' },

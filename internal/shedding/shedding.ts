@@ -1,14 +1,6 @@
 import { channel } from 'node:diagnostics_channel'
 import type { AddOn, AddOnContext } from '../addon.ts'
-import {
-  type ConfigOf,
-  countExpected,
-  optional,
-  parseCount,
-  parseDuration,
-  parsePositiveDuration,
-  type Vars,
-} from '../config.ts'
+import { type ConfigOf, count, optional, parseDuration, positiveDuration, type Vars } from '../config.ts'
 import { sendProblem } from '../json.ts'
 import type { TrackedResponse } from '../response.ts'
 import type { RequestHooks } from '../server.ts'
@@ -19,15 +11,13 @@ export const sheddingVars = {
   maxInflight: {
     name: 'SHED_MAX_INFLIGHT',
     default: '',
-    parse: optional(parseCount),
-    expected: countExpected,
+    ...optional(count),
     doc: 'most requests in flight on the public port, probes included; past it, a request answers 503 (probes never do); unset: no cap',
   },
   maxEventLoopDelayMs: {
     name: 'SHED_MAX_EVENT_LOOP_DELAY',
     default: '',
-    parse: optional(parsePositiveDuration),
-    expected: 'a duration above zero with a unit, like 50ms or 1s',
+    ...optional(positiveDuration),
     doc: 'while the event loop runs later than this (mean over the last 50 ms), requests answer 503 (probes never do); unset: never',
   },
   retryAfterSeconds: {
@@ -105,7 +95,7 @@ export function newSheddingHooks(
   return {
     admit(res) {
       if (probeRoutes.has(res.route)) return true
-      const inflight = server.inflight.size
+      const inflight = server.inflight
       if (inflight > maxInflight) {
         return shed(res, 'inflight', { inflight, maxInflight }, 'request shed: too many requests in flight')
       }
