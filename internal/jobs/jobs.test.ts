@@ -292,6 +292,35 @@ describe('the jobs add-on in the service', () => {
     assert.ok(service.logs.some((l) => l.msg === 'shutdown hook timed out' && l.hook === 'jobs'))
   })
 
+  it('stops its jobs when a later add-on fails to start, though no shutdown began', async () => {
+    const ran = newGate()
+    const signals: AbortSignal[] = []
+    const job: Job = {
+      name: 'early',
+      schedule: '1ms',
+      run: (signal) => {
+        signals.push(signal)
+        ran.open()
+      },
+    }
+    const failing = {
+      name: 'failing',
+      vars: {},
+      start: async () => {
+        await ran.opened
+        throw new Error('the database is down')
+      },
+    }
+    await assert.rejects(
+      startService(undefined, { JOBS: 'on' }, { addOns: [newJobsAddOn([job]), failing] }),
+      /returned 1 before listening/,
+    )
+    assert.ok(
+      signals.length > 0 && signals.every((signal) => signal.aborted),
+      'their signal aborted, so are their timers',
+    )
+  })
+
   it('keeps serving while jobs fail', async (t) => {
     const job: Job = { name: 'failing', schedule: '5ms', run: () => Promise.reject(new Error('upstream down')) }
     const service = await startService(t, { JOBS: 'on' }, { addOns: [newJobsAddOn([job])] })

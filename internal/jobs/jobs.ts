@@ -180,7 +180,10 @@ export function newJobsAddOn(jobs: readonly Job[], clock: Clock = { now: Date.no
     start: (ctx) => {
       if (ctx.config.on !== true) return
       const schedules = jobs.map((job) => ctx.config[job.name] as Schedule)
-      const states = scheduleJobs(jobs, schedules, ctx.lifecycle.stopping, ctx.log, clock)
+      // The hook stops the jobs too: when a later add-on fails to start, the hooks run without a shutdown.
+      const halted = new AbortController()
+      const stopping = AbortSignal.any([ctx.lifecycle.stopping, halted.signal])
+      const states = scheduleJobs(jobs, schedules, stopping, ctx.log, clock)
       ctx.log.info({ jobs: Object.fromEntries(jobs.map((job, i) => [job.name, schedules[i]])) }, 'jobs on')
       for (const state of states) {
         const within = state.job.mustSucceedWithin
@@ -188,6 +191,7 @@ export function newJobsAddOn(jobs: readonly Job[], clock: Clock = { now: Date.no
           ctx.lifecycle.addCheck(`job ${state.job.name}`, () => checkRecent(state, within, clock))
       }
       ctx.lifecycle.onShutdown('jobs', async (signal) => {
+        halted.abort()
         const running = states.flatMap((state) => state.running ?? [])
         signal.addEventListener('abort', () => running.forEach((run) => run.abandon()), { once: true })
         await Promise.all(running.map((run) => run.done))
