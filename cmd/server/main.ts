@@ -13,6 +13,7 @@ import { run } from '../../internal/run.ts'
 export const addOns: readonly AddOnEntry[] = [
   { on: ['DEBUG_ADDR'], load: () => import('../../internal/debug/debug.ts') },
   { on: [], load: () => import('../../internal/items/items.ts') },
+  { on: ['JOBS'], load: () => import('../../internal/jobs/jobs.ts') },
   { on: ['METRICS_ADDR'], load: () => import('../../internal/metrics/metrics.ts') },
   { on: ['SHED_MAX_INFLIGHT', 'SHED_MAX_EVENT_LOOP_DELAY'], load: () => import('../../internal/shedding/shedding.ts') },
 ]
