@@ -113,30 +113,34 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   } as const
 }
 
-/** start opens the add-ons and the routes' dependencies, then the public port, last. */
+/**
+ * start opens the routes' dependencies, then the add-ons (whose work stops before the dependencies
+ * close: hooks run in reverse), then the public port, last.
+ */
 async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
   const { config, log } = setup
   const lifecycle = newLifecycle()
   const failed = async (fields: object, message: string) => {
     log.fatal(fields, message)
+    lifecycle.beginDrain()
     await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs) // close what was opened
     return { ok: false, code: exitCodes.failed } as const
   }
   let http: Listener | undefined
-  const ctx = newAddOnContext(setup, lifecycle, () => http, listeners, stdout)
   const parts: AddOnParts[] = []
+  try {
+    const deps = { build: setup.build, config, spec: setup.spec, startedAt: setup.startedAt, lifecycle, log }
+    parts.push({ routes: await routes(deps) })
+  } catch (err) {
+    return failed({ err }, `cannot start: ${messageOf(err)}`)
+  }
+  const ctx = newAddOnContext(setup, lifecycle, () => http, listeners, stdout)
   for (const [i, addOn] of addOns.entries()) {
     try {
       parts.push((await addOn.start({ ...ctx, config: setup.addOnConfigs[i] as never })) ?? {})
     } catch (err) {
       return failed({ addOn: addOn.name, err }, `cannot start ${addOn.name}: ${messageOf(err)}`)
     }
-  }
-  try {
-    const deps = { build: setup.build, config, spec: setup.spec, startedAt: setup.startedAt, lifecycle, log }
-    parts.push({ routes: await routes(deps) })
-  } catch (err) {
-    return failed({ err }, `cannot start: ${messageOf(err)}`)
   }
   const table = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
   const hooks = parts.flatMap((part) => part.hooks ?? [])

@@ -2,7 +2,7 @@ import { channel } from 'node:diagnostics_channel'
 import { Cron } from 'croner'
 import type { Logger } from 'pino'
 import type { AddOn } from '../addon.ts'
-import { parseDuration, parsePositiveDuration, type Var, type Vars } from '../config.ts'
+import { parseDuration, positiveDuration, type Var, type Vars } from '../config.ts'
 import { jobList } from './job-list.ts'
 
 /** Job is one periodic task of the service, declared in job-list.ts (README.md in this folder). */
@@ -39,7 +39,7 @@ const maxTimerMs = 2 ** 31 - 1
 /** parseSchedule reads `off`, a duration above zero or a cron expression; anything else is undefined. */
 export function parseSchedule(raw: string): Schedule | undefined {
   if (raw === 'off') return null
-  const ms = parsePositiveDuration(raw)
+  const ms = positiveDuration.parse(raw)
   if (ms !== undefined) return { kind: 'every', ms }
   if (raw.includes(':')) return undefined
   try {
@@ -68,7 +68,7 @@ export function jobVars(jobs: readonly Job[]): Vars {
     const bad = !/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(job.name) || job.name in vars
     if (bad) throw new Error(`job name ${job.name} is not unique kebab-case (or is "on")`)
     if ((job.jitter ?? 0) < 0 || (job.jitter ?? 0) >= 1) throw new Error(`job ${job.name}: jitter must be in [0, 1)`)
-    if (job.mustSucceedWithin !== undefined && parsePositiveDuration(job.mustSucceedWithin) === undefined) {
+    if (job.mustSucceedWithin !== undefined && positiveDuration.parse(job.mustSucceedWithin) === undefined) {
       throw new Error(`job ${job.name}: mustSucceedWithin must be a duration, like 10m`)
     }
     vars[job.name] = {
