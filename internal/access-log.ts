@@ -27,7 +27,7 @@ export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedRespo
     const status = res.sentStatus
     const aborted = res.aborted
     const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info'
-    if (!log.isLevelEnabled(level)) return
+    if (res.refused || !log.isLevelEnabled(level)) return
     // toISOString once a second, not per request: it would cost more than the rest of the line.
     const now = Date.now()
     if (now - second >= 1000 || now < second) {

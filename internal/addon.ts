@@ -70,5 +70,12 @@ export interface AddOnContext<C> {
    * while the service drains and is closed, cutting what is left, after the shutdown hooks. When it
    * cannot listen, it rejects with one line that names variable, the one addr was read from.
    */
-  serve: (name: string, addr: Address, routes: Routes, variable: string) => Promise<{ address: string; port: number }>
+  serve: (
+    name: string,
+    addr: Address,
+    routes: Routes,
+    variable: string,
+    /** quiet leaves successful requests (a scraper's, every few seconds) out of the access log. */
+    options?: { quiet?: boolean },
+  ) => Promise<{ address: string; port: number }>
 }

@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel'
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -20,6 +21,12 @@ const details: Record<number, string> = {
 }
 
 /**
+ * rejectedChannel carries `{ status }` for every request Node's parser rejected (400, 408, 413, 431)
+ * or CONNECT (405): no handler sees those, and whoever counts requests (metrics) hears of them here.
+ */
+export const rejectedChannel = channel('kickstart.http.rejected')
+
+/**
  * handleClientError answers what Node's parser rejects outside a handler (malformed syntax,
  * oversized headers, header timeouts) with problem+json written straight to the socket, then
  * releases the socket whatever the client does. It answers nothing the client cannot expect: in
@@ -34,6 +41,7 @@ export function handleClientError(warn: Warn, newId: () => string) {
     const requestId = newId()
     if (isUnexpected(latestResponse(socket as Socket))) socket.destroy()
     else respond(socket, status, requestId)
+    if (rejectedChannel.hasSubscribers) rejectedChannel.publish({ status })
     // A client that closes in the middle of its request went away; like a reset, that is not news.
     if (err.code === 'HPE_INVALID_EOF_STATE') return
     warn(
@@ -48,6 +56,7 @@ export function handleConnect(warn: Warn, newId: () => string) {
   return (_req: unknown, socket: Duplex): void => {
     const requestId = newId()
     respond(socket, 405, requestId, 'Allow: GET, HEAD\r\n')
+    if (rejectedChannel.hasSubscribers) rejectedChannel.publish({ status: 405 })
     warn(
       { status: 405, code: 'CONNECT', requestId, remoteAddr: (socket as Socket).remoteAddress },
       'rejected malformed request',

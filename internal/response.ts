@@ -22,6 +22,8 @@ export class TrackedResponse extends ServerResponse {
   path = ''
   /** route is the template of the matched route ('/items/{id}'), '' when none matched. */
   route = ''
+  /** refused is true when an admit hook answered the request itself (shed it): the hook logs those, summarised. */
+  refused = false
   /** trace is the request's W3C trace context: formatTraceparent(res.trace) continues it downstream. */
   trace: TraceContext = noTrace
   #written = 0

@@ -184,15 +184,15 @@ function newAddOnContext(
     },
     effectiveConfig: setup.effectiveConfig,
     warnLimited: warnings.for(log),
-    serve: async (name, addr, routes, variable) => {
-      const logger = log.child({ listener: name })
+    serve: async (name, addr, routes, variable, options) => {
+      const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
       const http = newServer({ log: logger, output, config, context, routes, warn: warnings.for(logger) })
       listeners.push(http)
       await listen(http.server, addr).catch((err: unknown) => {
         throw new Error(describeListenError(err, addr, variable))
       })
       const { address, port } = http.server.address() as AddressInfo
-      logger.info({ address, port }, `${name} listening`)
+      log.info({ listener: name, address, port }, `${name} listening`)
       return { address, port }
     },
   }

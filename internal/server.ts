@@ -109,7 +109,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
     const handler = match.route.handlers.get(req.method ?? '')
     const allow = match.route.allow
     if (handler === undefined) return sendProblem(res, 405, `This path answers ${allow}.`, { allow })
-    for (const hook of admit) if (!hook(res)) return
+    for (const hook of admit) if (!hook(res)) return void (res.refused = true)
     try {
       const result = handler(req, res, match.params)
       if (result !== undefined) result.catch((err: unknown) => fail(log, res, err))

@@ -49,6 +49,7 @@ export const shedChannel = channel('kickstart.shed')
 // within a few turns of the event loop. The window's mean, not its max: under the benchmark's
 // overload the two did the same (BENCHMARKS.md, Overload), and one long pause moves the mean less.
 const windowMs = 50
+const summaryMs = 1000
 
 /**
  * shedding is the opt-in load shedding (README.md in this folder): past SHED_MAX_INFLIGHT requests
@@ -64,28 +65,45 @@ export const addOn: AddOn<typeof sheddingVars> = {
     const watch = maxEventLoopDelayMs === null ? undefined : watchEventLoop(windowMs)
     if (watch !== undefined) ctx.lifecycle.onShutdown('event-loop watch', () => watch.stop())
     ctx.log.info({ maxInflight, maxEventLoopDelayMs, retryAfterSeconds }, 'load shedding on')
-    return { hooks: newSheddingHooks(ctx, watch) }
+    const hooks = newSheddingHooks(ctx, watch)
+    ctx.lifecycle.onShutdown('shed summary', () => hooks.summarise())
+    return { hooks }
   },
 }
 
 /**
- * newSheddingHooks returns the admit hook. Per request it reads two numbers the service keeps
- * anyway (the requests in flight, the latest window's delay) and allocates nothing unless it
- * sheds. The request being admitted is already in flight, hence `>`.
+ * newSheddingHooks returns the admit hook, and summarise, which logs what was shed since it last
+ * did. Per request the hook reads two numbers the service keeps anyway (the requests in flight,
+ * the latest window's delay) and allocates nothing unless it sheds. The request being admitted is
+ * already in flight, hence `>`. Shed requests are expected under overload, and many: the access
+ * log leaves them out, and one line a second counts them, by reason.
  */
 export function newSheddingHooks(
-  ctx: Pick<AddOnContext<SheddingConfig>, 'config' | 'server' | 'warnLimited'>,
+  ctx: Pick<AddOnContext<SheddingConfig>, 'config' | 'server' | 'log'>,
   watch: EventLoopWatch | undefined,
-): RequestHooks {
+): Required<Pick<RequestHooks, 'admit'>> & { summarise(): void } {
   const maxInflight = ctx.config.maxInflight ?? Number.POSITIVE_INFINITY
   const maxDelayMs = ctx.config.maxEventLoopDelayMs ?? Number.POSITIVE_INFINITY
   const seconds = ctx.config.retryAfterSeconds
   const headers = { 'retry-after': String(seconds) }
   const detail = `The service is overloaded; try again in ${seconds} second${seconds === 1 ? '' : 's'}.`
   const server = ctx.server
+  const reasons = { inflight: 0, event_loop_delay: 0 }
+  let latest: object = {} // the figures behind the latest shed request
+  let timer: NodeJS.Timeout | undefined
 
-  function shed(res: TrackedResponse, reason: 'inflight' | 'event_loop_delay', fields: object, message: string): false {
-    ctx.warnLimited({ ...fields, route: res.route }, message)
+  function summarise() {
+    clearTimeout(timer)
+    timer = undefined
+    const shed = reasons.inflight + reasons.event_loop_delay
+    if (shed > 0) ctx.log.info({ shed, reasons: { ...reasons }, ...latest }, 'requests shed')
+    reasons.inflight = reasons.event_loop_delay = 0
+  }
+
+  function shed(res: TrackedResponse, reason: keyof typeof reasons, fields: object): false {
+    reasons[reason]++
+    latest = fields
+    timer ??= setTimeout(summarise, summaryMs).unref() // the shutdown hook writes the last one
     // Whoever counts requests (the metrics add-on) hears of it here, without either importing the other.
     if (shedChannel.hasSubscribers) shedChannel.publish({ reason, route: res.route })
     sendProblem(res, 503, detail, headers)
@@ -93,19 +111,17 @@ export function newSheddingHooks(
   }
 
   return {
+    summarise,
     admit(res) {
       if (probeRoutes.has(res.route)) return true
       const inflight = server.inflight
-      if (inflight > maxInflight) {
-        return shed(res, 'inflight', { inflight, maxInflight }, 'request shed: too many requests in flight')
-      }
+      if (inflight > maxInflight) return shed(res, 'inflight', { inflight, maxInflight })
       const delayMs = watch === undefined ? 0 : watch.delayMs
-      if (delayMs > maxDelayMs) {
-        const eventLoopDelayMs = Math.round(delayMs * 10) / 10
-        const fields = { eventLoopDelayMs, maxEventLoopDelayMs: maxDelayMs }
-        return shed(res, 'event_loop_delay', fields, 'request shed: event loop delayed')
-      }
-      return true
+      if (delayMs <= maxDelayMs) return true
+      return shed(res, 'event_loop_delay', {
+        eventLoopDelayMs: Math.round(delayMs * 10) / 10,
+        maxEventLoopDelayMs: maxDelayMs,
+      })
     },
   }
 }

@@ -139,7 +139,10 @@ export function readCPUSeconds(pid: number): number {
 
 /** LogCount is what countLogLines found in a log file. */
 export interface LogCount {
-  /** requests counts the access-log lines: valid JSON with msg "request". */
+  /**
+   * requests counts the requests the log accounts for: an access line each (msg "request"), and
+   * those the shedding add-on left out of the access log and counted in its summaries.
+   */
   requests: number
   other: number
   /** invalid counts lines that are not a JSON object: torn or interleaved writes. */
@@ -161,6 +164,8 @@ export async function countLogLines(file: string): Promise<LogCount> {
     }
     if (typeof parsed !== 'object' || parsed === null) count.invalid++
     else if ((parsed as { msg?: unknown }).msg === 'request') count.requests++
+    else if ((parsed as { msg?: unknown }).msg === 'requests shed')
+      count.requests += Number((parsed as { shed?: unknown }).shed)
     else count.other++
   }
   return count
