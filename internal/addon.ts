@@ -1,7 +1,7 @@
 import type { BuildInfo } from './build-info.ts'
 import type { Address, Config, ConfigOf, Vars } from './config.ts'
 import type { Lifecycle } from './lifecycle.ts'
-import type { Logger, Warn } from './log.ts'
+import type { Logger } from './log.ts'
 import type { Routes } from './router.ts'
 import type { Connections } from './connections.ts'
 import type { RequestHooks } from './server.ts'
@@ -57,11 +57,6 @@ export interface AddOnContext<C> {
   lifecycle: Lifecycle
   /** server is the public server's connections and requests, readable once it listens. */
   server: Pick<Connections, 'inflight' | 'connections' | 'requests'>
-  /**
-   * warnLimited logs a warning about a client under the service's shared budget of 10 such lines a
-   * second; a line let through says how many were dropped before it.
-   */
-  warnLimited: Warn
   /** effectiveConfig returns every variable's value, core and add-ons, secrets redacted. */
   effectiveConfig: () => Record<string, Record<string, unknown>>
   /**

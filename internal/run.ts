@@ -183,7 +183,6 @@ function newAddOnContext(
       requests: () => server()?.requests() ?? [][Symbol.iterator](),
     },
     effectiveConfig: setup.effectiveConfig,
-    warnLimited: warnings.for(log),
     serve: async (name, addr, routes, variable, options) => {
       const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
       const http = newServer({ log: logger, output, config, context, routes, warn: warnings.for(logger) })
@@ -241,35 +240,33 @@ async function drain({ config, log, warnings }: Setup, { http, lifecycle }: Star
 /**
  * listenForStop subscribes to events at once, before anything can fail, so a signal during start-up
  * is not lost. first resolves with the first stop, a signal or a fatal error; second, with the exit
- * code of a signal that comes after it (after logging it). Fatal errors during the shutdown are
- * logged as they come.
+ * code of a signal after it. Fatal errors during the shutdown are logged as they come.
  */
 function listenForStop(events: RunInput['events']) {
-  type Stop = { kind: 'signal'; signal: string } | { kind: 'error'; err: Error }
-  let resolveFirst: (stop: Stop) => void = () => {}
-  let resolveSecond: (code: number) => void = () => {}
-  let stopping = false
+  const first = Promise.withResolvers<{ kind: 'signal'; signal: string } | { kind: 'error'; err: Error }>()
+  const second = Promise.withResolvers<number>()
   const stop = {
     log: undefined as Logger | undefined,
     failed: false,
-    first: new Promise<Stop>((resolve) => (resolveFirst = resolve)),
-    second: new Promise<number>((resolve) => (resolveSecond = resolve)),
-    dispose() {
-      for (const signal of signals) events.off(signal, onSignal)
-      for (const event of errors) events.off(event, onError)
-    },
+    first: first.promise,
+    second: second.promise,
+    dispose,
   }
+  let stopping = false
   function onSignal(signal: string) {
-    if (!stopping) return (resolveFirst({ kind: 'signal', signal }), void (stopping = true))
+    if (!stopping) return ((stopping = true), first.resolve({ kind: 'signal', signal }))
     stop.log?.error({ signal }, 'second signal: exiting at once')
-    resolveSecond(128 + (signal === 'SIGINT' ? 2 : 15))
+    second.resolve(128 + (signal === 'SIGINT' ? 2 : 15))
   }
   function onError(err: unknown) {
     const error = err instanceof Error ? err : new Error(String(err))
-    stop.failed = true
     if (stopping) stop.log?.fatal({ err: error }, 'uncaught error during shutdown')
-    stopping = true
-    resolveFirst({ kind: 'error', err: error })
+    stop.failed = stopping = true
+    first.resolve({ kind: 'error', err: error })
+  }
+  function dispose() {
+    for (const signal of signals) events.off(signal, onSignal)
+    for (const event of errors) events.off(event, onError)
   }
   for (const signal of signals) events.on(signal, onSignal)
   for (const event of errors) events.on(event, onError)
