@@ -126,21 +126,9 @@ function parseAutocannon(stdout: string): { result: LoadResult; failures: string
   return { result, failures }
 }
 
-/**
- * chooseTool returns wrk when it is on PATH; otherwise, when install is set and this is root on a
- * system with apt-get, it installs Debian's wrk first; otherwise autocannon. say reports progress.
- */
-export function chooseTool(install: boolean, say: (line: string) => void): Tool {
-  if (onPath('wrk')) return 'wrk'
-  if (!install || process.getuid?.() !== 0 || !onPath('apt-get')) return 'autocannon'
-  say('wrk is missing: installing it with apt-get')
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  const apt = (...args: string[]) => spawnSync('apt-get', args, { env, stdio: 'ignore', timeout: 300_000 }).status === 0
-  if (!apt('install', '-y', 'wrk') && !(apt('update') && apt('install', '-y', 'wrk'))) {
-    say('could not install wrk: falling back to autocannon')
-    return 'autocannon'
-  }
-  return 'wrk'
+/** chooseTool returns wrk when it is on PATH (Debian's wrk: .ci/run installs it), else autocannon. */
+export function chooseTool(): Tool {
+  return onPath('wrk') ? 'wrk' : 'autocannon'
 }
 
 function onPath(command: string): boolean {

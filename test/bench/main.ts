@@ -241,7 +241,7 @@ async function main(): Promise<number> {
     say(`bench: ${err instanceof Error ? err.message : String(err)}`)
     return 1
   }
-  const tool = settings.tool ?? chooseTool(!settings.smoke, say)
+  const tool = settings.tool ?? chooseTool()
   const pinned = availableParallelism() >= 2 && canPin()
   const dir = makeWorkDir()
   const servers = new Set<ServerProcess>()

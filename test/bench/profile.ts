@@ -90,7 +90,7 @@ async function main(): Promise<number> {
     },
   })
   const say = (line: string) => console.log(line)
-  const tool = values.tool === 'wrk' || values.tool === 'autocannon' ? (values.tool as Tool) : chooseTool(true, say)
+  const tool = values.tool === 'wrk' || values.tool === 'autocannon' ? (values.tool as Tool) : chooseTool()
   const pinned = canPin()
   const dir = mkdtempSync(join(tmpdir(), 'kickstart-profile-'))
   const port = await findFreePort()

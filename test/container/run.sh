@@ -23,21 +23,15 @@ fail() {
   exit 1
 }
 
-[ "$(id -u)" = 0 ] || fail "needs root: it installs Debian packages, runs debootstrap and starts dockerd"
+[ "$(id -u)" = 0 ] || fail "needs root: it runs debootstrap and starts dockerd"
 # checks.ts runs from its source, which needs Node's type stripping (22.18+); npm scripts put the
 # project's pinned Node first on PATH.
 node -e 'process.exit(process.features.typescript ? 0 : 1)' 2>/dev/null ||
   fail "node $(node --version 2>/dev/null) on PATH cannot run TypeScript; run it as npm run test:container"
 
 # 1. The engine.
-missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]} from Debian"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+command -v dockerd >/dev/null || fail "dockerd is missing: apt-get install -y docker.io (Debian; .ci/run does)"
+command -v debootstrap >/dev/null || fail "debootstrap is missing: apt-get install -y debootstrap (.ci/run does)"
 
 mkdir -p "$state"
 export DOCKER_HOST="unix://$state/docker.sock"

@@ -77,27 +77,13 @@ export interface Balancer {
 const pollMs = 20
 
 /**
- * findHaproxy returns the path of haproxy, installing Debian's package first when it is missing
- * (CI starts on a fresh machine). It throws when it cannot install it.
+ * findHaproxy returns the path of haproxy. It installs nothing (.ci/run does, visibly): where it is
+ * missing it throws, saying how to install it.
  */
-export function findHaproxy(say: (line: string) => void): string {
+export function findHaproxy(): string {
   const found = whichHaproxy()
-  if (found !== undefined) return found
-  if (process.getuid?.() !== 0)
-    throw new Error('haproxy is missing and installing it needs root: apt-get install -y haproxy')
-  say('installing haproxy from Debian')
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  for (const args of [
-    ['update', '-qq'],
-    ['install', '-y', '-qq', '--no-install-recommends', 'haproxy'],
-  ]) {
-    const result = spawnSync('apt-get', args, { env, stdio: ['ignore', 'inherit', 'inherit'] })
-    if (result.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed: ${result.error ?? result.status}`)
-  }
-  const installed = whichHaproxy()
-  if (installed === undefined)
-    throw new Error('apt-get installed haproxy, but no haproxy binary is on PATH or in /usr/sbin')
-  return installed
+  if (found === undefined) throw new Error('haproxy is missing: apt-get install -y haproxy (Debian)')
+  return found
 }
 
 function whichHaproxy(): string | undefined {

@@ -87,7 +87,7 @@ function say(line: string): void {
 async function main(): Promise<number> {
   const settings = parseSettings(process.argv.slice(2))
   if (!existsSync(serverScript)) throw new Error(`${serverScript} is missing: run npm run build first`)
-  const binary = findHaproxy(say)
+  const binary = findHaproxy()
   const workspace = newWorkspace(settings.keep)
   try {
     const run = await rollOut(workspace, binary, settings)
