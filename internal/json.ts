@@ -14,9 +14,7 @@ export function sendJSON<R = unknown, S extends Status<R> = Status<R>>(
   body: NoInfer<Body<R, S>>,
   headers?: OutgoingHttpHeaders,
 ): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
+  send(res, status, 'application/json', JSON.stringify(body), headers)
 }
 
 /**
@@ -28,8 +26,8 @@ export type FieldError = { pointer: string; detail: string } | { parameter: stri
 /**
  * sendProblem answers with an RFC 9457 problem+json body: `type` is about:blank, so `title` is the
  * status phrase, and `detail` says what went wrong in words meant for the client; extensions add
- * members, such as `errors: FieldError[]` naming each invalid field. Never put an error's message or stack in `detail`: they are
- * internals (kickstart.go's #86).
+ * members, such as `errors: FieldError[]` naming each invalid field. Never put an error's message
+ * or stack in `detail`: they are internals (kickstart.go's #86).
  */
 export function sendProblem<R = unknown>(
   res: Response<R>,
@@ -38,14 +36,12 @@ export function sendProblem<R = unknown>(
   headers?: OutgoingHttpHeaders,
   extensions?: { errors?: FieldError[] } & Record<string, unknown>,
 ): void {
-  const title = STATUS_CODES[status] ?? 'Error'
-  const body = JSON.stringify({ type: 'about:blank', title, status, detail, ...extensions })
-  res.writeHead(status, {
-    ...headers,
-    'content-type': 'application/problem+json',
-    'content-length': Buffer.byteLength(body),
-  })
-  res.end(body)
+  const body = { type: 'about:blank', title: STATUS_CODES[status] ?? 'Error', status, detail, ...extensions }
+  send(res, status, 'application/problem+json', JSON.stringify(body), headers)
+}
+
+function send(res: TrackedResponse, status: number, type: string, body: string, headers?: OutgoingHttpHeaders) {
+  res.writeHead(status, { ...headers, 'content-type': type, 'content-length': Buffer.byteLength(body) }).end(body)
 }
 
 /**
