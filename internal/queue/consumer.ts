@@ -135,7 +135,7 @@ export function newConsumer(options: ConsumerOptions): Consumer {
     }
   }
 
-  /** stopConsuming cancels the consumers; cancelling resolves once the broker has confirmed it, or the connection is gone. */
+  // cancelling resolves once the broker has confirmed the cancel, or the connection is gone.
   let cancelling = Promise.resolve()
   function stopConsuming() {
     clearTimeout(timer)
@@ -150,6 +150,30 @@ export function newConsumer(options: ConsumerOptions): Consumer {
     )
   }
 
+  /** drain resolves once no message will come and no handler runs. */
+  async function drain() {
+    await attempting
+    stopConsuming() // done already when shutdown began; not when a later add-on failed to start
+    // Messages delivered before the broker confirms the cancel are in flight once it has.
+    await cancelling
+    if (inflight.size > 0) await new Promise<void>((resolve) => (idle = resolve))
+  }
+
+  /**
+   * disconnect closes the channel, then the connection: the channel's close follows the acks on
+   * the channel's own frame queue, and the broker answers it once it has taken them, whereas
+   * amqplib sends a connection's close on a queue of its own, which can overtake acks given just
+   * before (the broker ignores what follows a close). What is still unacked returns to its queue.
+   */
+  async function disconnect() {
+    const opened = current
+    current = undefined
+    if (opened === undefined) return
+    // A connection lost meanwhile never answers the channel's close: amqplib leaves it pending.
+    await Promise.race([opened.channel.close().catch(() => {}), opened.gone])
+    await opened.connection.close().catch(() => {}) // closed already: fine, the same holds
+  }
+
   return {
     connect: attempt,
     check() {
@@ -158,29 +182,11 @@ export function newConsumer(options: ConsumerOptions): Consumer {
     async close(signal) {
       closed = true
       const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
-      await Promise.race([attempting, aborted])
-      stopConsuming() // already done when shutdown began; not when a later add-on failed to start
-      // Messages keep coming until the broker confirms the cancel; those delivered before it are
-      // in flight once it is confirmed, and only then is no handler running the last one.
-      await Promise.race([cancelling, aborted])
-      const drained = new Promise<void>((resolve) => {
-        idle = resolve
-        if (inflight.size === 0) resolve()
-      })
       signal.addEventListener('abort', () => {
         for (const controller of inflight) controller.abort(signal.reason)
       })
-      await Promise.race([drained, aborted])
-      const opened = current
-      current = undefined
-      // The channel first: its close follows the acks on the channel's own frame queue, and the
-      // broker answers it once it has taken them. amqplib sends a connection's close on another
-      // queue, which can overtake acks given just before: the broker ignores what follows a close.
-      // Whatever is still unacked then returns to its queue.
-      if (opened === undefined) return
-      // A connection lost meanwhile never answers the channel's close: amqplib leaves it pending.
-      await Promise.race([opened.channel.close().catch(() => {}), opened.gone])
-      await opened.connection.close().catch(() => {}) // closed already: the broker has them back too
+      await Promise.race([drain(), aborted])
+      await disconnect()
     },
   }
 
@@ -195,7 +201,7 @@ export function newConsumer(options: ConsumerOptions): Consumer {
  * Topology). Declaring is idempotent; it fails, closing the channel, when a queue of that name
  * exists with other arguments.
  */
-export async function declareQueue(channel: Channel, queue: string): Promise<void> {
+async function declareQueue(channel: Channel, queue: string): Promise<void> {
   await channel.assertQueue(`${queue}.dlq`, { durable: true, arguments: { 'x-queue-type': 'quorum' } })
   await channel.assertQueue(queue, {
     durable: true,
@@ -216,7 +222,7 @@ export async function declareQueue(channel: Channel, queue: string): Promise<voi
  * redact removes url, and its password in either encoding, from text. amqplib's and Node's error
  * messages name the host at most, but a reason reaches logs and /ready: no secret may.
  */
-export function redact(text: string, url: string): string {
+function redact(text: string, url: string): string {
   const password = URL.canParse(url) ? new URL(url).password : ''
   const secrets = [url, password, decode(password)].filter((s) => s !== '')
   return secrets.reduce((result, secret) => result.replaceAll(secret, '[REDACTED]'), text)

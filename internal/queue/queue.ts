@@ -62,19 +62,20 @@ export function newQueueAddOn(makers: HandlerMakers): AddOn<ReturnType<typeof ne
     name: 'queue',
     vars: newQueueVars(Object.keys(makers)),
     async start(ctx) {
-      const { amqpUrl, queues, prefetch, maxRetries, retryDelayMs } = ctx.config
-      if (amqpUrl === null) return
-      const deps = { log: ctx.log }
-      const handled = new Map(queues.map((queue) => [queue, makers[queue]!(deps)]))
-      const { log, lifecycle } = ctx
+      const { config, log, lifecycle } = ctx
+      if (config.amqpUrl === null) return
+      const chosen = Object.entries(makers).filter(([queue]) => config.queues.includes(queue))
+      const byQueue = new Map(chosen.map(([queue, make]) => [queue, make({ log })]))
+      const { prefetch, maxRetries, retryDelayMs } = config
+      const stopping = lifecycle.stopping
       const consumer = newConsumer({
-        url: amqpUrl,
-        handlers: handled,
+        url: config.amqpUrl,
+        handlers: byQueue,
         prefetch,
         maxRetries,
         retryDelayMs,
         log,
-        stopping: lifecycle.stopping,
+        stopping,
       })
       lifecycle.onShutdown('queue', (signal) => consumer.close(signal))
       lifecycle.addCheck('queue', () => consumer.check())
