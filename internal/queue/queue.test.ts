@@ -288,7 +288,8 @@ describe('the queue add-on against RabbitMQ', { timeout }, () => {
 
     await broker.stop()
     const down = await service.waitForLog((l) => l.msg === 'queue disconnected')
-    assert.match(down.reason as string, /CONNECTION_FORCED/)
+    // The broker's goodbye, or a reset socket when the machine is too busy for it to say it.
+    assert.match(down.reason as string, /CONNECTION_FORCED|ECONNRESET|Unexpected close/)
     await waitForReady(service, 503)
     await broker.start()
     await service.waitForLog((l) => l.msg === 'queue reconnected')
