@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test/remove-add-ons.sh [NAME...]: proves every add-on removable as README.md says. For each add-on
 # (a folder under internal/ that cmd/server/main.ts names), in a scratch copy of the tree: delete
-# the folder and its one line in cmd/server/main.ts, and the dependencies its README says to
-# `npm uninstall`, then build, check and test. All must pass.
+# the folder, its one line in cmd/server/main.ts and the npm packages its README says to uninstall,
+# then build, check and test. All must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,13 +28,19 @@ for name in "${names[@]}"; do
   [ "$lines" = 1 ] || { echo "remove-add-ons: $name is wired by $lines lines, not one" >&2; exit 1; }
   # The one line, and the lines of the manifests an add-on marks as its own (# internal/<name>/).
   sed -i "\#internal/$name/#d" "$scratch/cmd/server/main.ts" "$scratch"/deploy/kubernetes/*.yaml
-  # Its own dependencies, as its README says (`npm uninstall croner`): from package.json and the
-  # lockfile (node_modules is shared), and nothing left may import them.
-  for dep in $(sed -n 's/.*`npm uninstall \([^`]*\)`.*/\1/p' "internal/$name/README.md"); do
-    (cd "$scratch" && npm uninstall --package-lock-only --silent "$dep")
-    ! grep -rnE "from '$dep'|import\('$dep'\)" "$scratch"/{cmd,internal,test} ||
-      { echo "remove-add-ons: $dep is still imported" >&2; exit 1; }
-  done
+  # The npm packages its README says to uninstall (`npm uninstall <package>...`) leave package.json
+  # and the lockfile; node_modules is the shared one, so what proves them unneeded is that nothing
+  # left imports them.
+  read -ra packages < <(grep -o 'npm uninstall [a-z0-9@/._ -]*' "$root/internal/$name/README.md" | cut -c15- | tr '\n' ' ') || true
+  if [ ${#packages[@]} -gt 0 ]; then
+    (cd "$scratch" && npm uninstall --package-lock-only --ignore-scripts --no-audit --no-fund --silent "${packages[@]}")
+    for package in "${packages[@]}"; do
+      if grep -rlE "from '$package['/]|import\\('$package['/]" "$scratch/cmd" "$scratch/internal" "$scratch/test"; then
+        echo "remove-add-ons: $package is still imported without internal/$name" >&2
+        exit 1
+      fi
+    done
+  fi
   echo "remove-add-ons: without internal/$name: build, check, test"
   (cd "$scratch" && npm run build --silent && npm run check --silent && npm test --silent) > "$scratch.log" 2>&1 || {
     tail -40 "$scratch.log"

@@ -15,6 +15,7 @@ export const addOns: readonly AddOnEntry[] = [
   { on: [], load: () => import('../../internal/items/items.ts') },
   { on: ['JOBS'], load: () => import('../../internal/jobs/jobs.ts') },
   { on: ['METRICS_ADDR'], load: () => import('../../internal/metrics/metrics.ts') },
+  { on: ['AMQP_URL'], load: () => import('../../internal/queue/queue.ts') },
   { on: ['SHED_MAX_INFLIGHT', 'SHED_MAX_EVENT_LOOP_DELAY'], load: () => import('../../internal/shedding/shedding.ts') },
 ]
 
