@@ -40,7 +40,7 @@ describe('the metrics listener', () => {
     }
   })
 
-  it('answers GET /metrics alone, as text never cached', async (t) => {
+  it('answers GET /metrics alone, as text never cached, logging no successful scrape', async (t) => {
     const service = await startMetricsService(t)
     const res = await fetch(service.metricsUrl)
     assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8')
@@ -52,6 +52,12 @@ describe('the metrics listener', () => {
     const post = await fetch(service.metricsUrl, { method: 'POST' })
     assert.equal(post.headers.get('allow'), 'GET, HEAD')
     await assertProblem(post, 405)
+    await service.waitForLog((l) => l.msg === 'request' && l.status === 405)
+    const logged = service.logs.filter((l) => l.msg === 'request').map((l) => [l.listener, l.path, l.status])
+    assert.deepEqual(logged, [
+      ['metrics', '/health', 404],
+      ['metrics', '/metrics', 405],
+    ])
   })
 
   it('fails the start with exit code 1 and one line when its port is taken, leaving nothing behind', async (t) => {

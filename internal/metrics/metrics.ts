@@ -18,7 +18,7 @@ export const metricsVars = {
  * metrics serves the public server's requests (rate, errors, duration), the requests shed, and
  * the process's own series, for Prometheus to scrape (README.md
  * in this folder; series.ts lists every series): `GET /metrics` on a listener of its own on
- * METRICS_ADDR, off unless set.
+ * METRICS_ADDR, off unless set. Its successful scrapes stay out of the access log.
  */
 export const addOn: AddOn<typeof metricsVars> = {
   name: 'metrics',
@@ -28,7 +28,7 @@ export const addOn: AddOn<typeof metricsVars> = {
     if (addr === null) return
     const recorder = await newRecorder(ctx)
     const routes = { '/metrics': { GET: handleMetrics(recorder) } }
-    await ctx.serve('metrics', addr, routes, 'METRICS_ADDR').catch((err: unknown) => {
+    await ctx.serve('metrics', addr, routes, 'METRICS_ADDR', { quiet: true }).catch((err: unknown) => {
       recorder.stop()
       throw err
     })
