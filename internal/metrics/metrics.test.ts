@@ -9,6 +9,7 @@ import { createServer } from 'node:net'
 import { describe, it } from 'node:test'
 import { buildDir, readBuild } from '../build-info.ts'
 import { run } from '../run.ts'
+import { exchange } from '../../test/raw.ts'
 import { assertProblem, declaredRows, newGate, newLogSink, readmeTable, startService } from '../../test/service.ts'
 import { checkListenerSpec, loadSpec } from '../../test/spec.ts'
 import { makeGarbage, type MetricsService, samples, scrapeUntil, startMetricsService } from './harness.ts'
@@ -160,6 +161,24 @@ describe('the request metrics', () => {
       '{http_request_method="HEAD",url_scheme="http"}': 0,
     }
     assert.deepEqual(await active(), idle)
+  })
+
+  it("count the requests Node's parser rejects by status, apart from the request durations", async (t) => {
+    const service = await startMetricsService(t)
+    const H = 'Host: x\r\n'
+    for (const [bytes, status] of [
+      [`GET /health HTTP/1.1\r\n${H}Bad Header\r\n\r\n`, 400],
+      [`FOO /health HTTP/1.1\r\n${H}\r\n`, 400],
+      [`GET /health HTTP/1.1\r\n${H}X-Big: ${'x'.repeat(17 * 1024)}\r\n\r\n`, 431],
+      [`CONNECT example.com:443 HTTP/1.1\r\n${H}\r\n`, 405],
+    ] as const) {
+      assert.deepEqual((await exchange(service.port, [bytes])).statuses, [status])
+    }
+    const rejected = 'http_server_rejected_requests_total'
+    const text = await scrapeUntil(service, (text) => text.includes(`${rejected}{http_response_status_code="405"}`))
+    const statuses = { '{http_response_status_code="400"}': 2, '{http_response_status_code="431"}': 1 }
+    assert.deepEqual(samples(text, rejected), { ...statuses, '{http_response_status_code="405"}': 1 })
+    assert.deepEqual(samples(text, count), {}, 'no duration recorded for them')
   })
 
   it('keep two services in one process apart', async (t) => {

@@ -15,8 +15,8 @@ export const metricsVars = {
 } satisfies Vars
 
 /**
- * metrics serves the public server's requests (rate, errors, duration), the requests shed, and
- * the process's own series, for Prometheus to scrape (README.md
+ * metrics serves the public server's requests (rate, errors, duration), what other add-ons tell
+ * on their diagnostics channels, and the process's own series, for Prometheus to scrape (README.md
  * in this folder; series.ts lists every series): `GET /metrics` on a listener of its own on
  * METRICS_ADDR, off unless set. Its successful scrapes stay out of the access log.
  */

@@ -51,6 +51,7 @@ export async function newRecorder(ctx: Pick<AddOnContext<unknown>, 'server' | 'b
     const table: [name: string, type: 'counter' | 'gauge' | 'histogram', help: string, samples: Source][] = [
       ['http_server_request_duration_seconds', 'histogram', 'Duration of HTTP server requests.', http.duration],
       ['http_server_active_requests', 'gauge', 'Number of active HTTP server requests.', http.countActive()],
+      ['http_server_rejected_requests_total', 'counter', "HTTP requests Node's parser rejected.", events.rejected],
       ['http_server_shed_requests_total', 'counter', 'Requests answered 503 by load shedding.', events.shed],
       ['process_cpu_seconds_total', 'counter', 'Total user and system CPU time in seconds.', (user + system) / 1e6],
       ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', process.memoryUsage.rss()],
@@ -124,18 +125,22 @@ function newRequestSeries(server: AddOnContext<unknown>['server']) {
 }
 
 /**
- * subscribeChannels counts what the add-ons tell on their diagnostics channels, by
- * name so that no add-on imports another: shedding/shedding.ts. A family stays empty, and unwritten, until its
+ * subscribeChannels counts what the core and the add-ons tell on their diagnostics channels, by
+ * name so that no add-on imports another: client-error.ts, shedding/shedding.ts. A family stays empty, and unwritten, until its
  * first message.
  */
 function subscribeChannels() {
+  const rejected = newFamily()
   const shed = newFamily()
   const channels: Record<string, (message: unknown) => void> = {
+    'kickstart.http.rejected': (message) => {
+      rejected.add({ http_response_status_code: (message as { status: number }).status }, 1)
+    },
     'kickstart.shed': (message) => shed.add({ reason: (message as { reason: string }).reason }, 1),
   }
   for (const [name, onMessage] of Object.entries(channels)) subscribe(name, onMessage)
   const stop = () => Object.entries(channels).forEach(([name, onMessage]) => unsubscribe(name, onMessage))
-  return { shed, stop }
+  return { rejected, shed, stop }
 }
 
 const gcKinds = new Map([
