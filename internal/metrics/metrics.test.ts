@@ -191,17 +191,29 @@ describe('the request metrics', () => {
 })
 
 describe('the diagnostics channels', () => {
-  it('count shed requests by reason as their publishers tell them, from the first', async (t) => {
+  it('count shed requests and job runs as their publishers tell them, from the first', async (t) => {
     const service = await startMetricsService(t)
     assert.doesNotMatch(await service.scrape(), /shed|job|messaging/, 'no family before its first message')
     for (const reason of ['event_loop_delay', 'event_loop_delay', 'inflight']) {
       channel('kickstart.shed').publish({ reason, route: '/items' })
+    }
+    for (const [outcome, durationSeconds] of [
+      ['ok', 0.5],
+      ['ok', 20],
+      ['failed', 2],
+      ['skipped', 0],
+    ] as const) {
+      channel('kickstart.job').publish({ job: 'heap-watch', outcome, durationSeconds })
     }
     const text = await service.scrape()
     assert.deepEqual(samples(text, 'http_server_shed_requests_total'), {
       '{reason="event_loop_delay"}': 2,
       '{reason="inflight"}': 1,
     })
+    const job = (outcome: string) => `{job="heap-watch",outcome="${outcome}"}`
+    assert.deepEqual(samples(text, 'job_runs_total'), { [job('ok')]: 2, [job('failed')]: 1, [job('skipped')]: 1 })
+    assert.deepEqual(samples(text, 'job_run_duration_seconds_sum'), { [job('ok')]: 20.5, [job('failed')]: 2 })
+    assert.equal(samples(text, 'job_run_duration_seconds_bucket')['{job="heap-watch",outcome="ok",le="1"}'], 1)
   })
 })
 

@@ -20,7 +20,8 @@ import { formatFamily, type Labels, newFamily, observe, type Series, type Source
 
 /** durationBounds are OpenTelemetry's advised buckets for HTTP server request durations, in seconds. */
 export const durationBounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
-// prom-client's GC buckets: a minor GC takes about 1 ms.
+// A job may take milliseconds or an hour. prom-client's GC buckets: a minor GC takes about 1 ms.
+const jobBounds = [0.01, 0.1, 1, 10, 60, 300, 900, 3600]
 const gcBounds = [0.001, 0.01, 0.1, 1, 2, 5]
 // monitorEventLoopDelay records the whole interval between two runs of its timer, due every 10 ms:
 // the 10 ms are taken off to leave the delay, as /debug/vars does.
@@ -53,6 +54,8 @@ export async function newRecorder(ctx: Pick<AddOnContext<unknown>, 'server' | 'b
       ['http_server_active_requests', 'gauge', 'Number of active HTTP server requests.', http.countActive()],
       ['http_server_rejected_requests_total', 'counter', "HTTP requests Node's parser rejected.", events.rejected],
       ['http_server_shed_requests_total', 'counter', 'Requests answered 503 by load shedding.', events.shed],
+      ['job_runs_total', 'counter', 'Runs of periodic jobs, skipped ones included.', events.jobRuns],
+      ['job_run_duration_seconds', 'histogram', 'Duration of periodic job runs.', events.jobDuration],
       ['process_cpu_seconds_total', 'counter', 'Total user and system CPU time in seconds.', (user + system) / 1e6],
       ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', process.memoryUsage.rss()],
       ['process_start_time_seconds', 'gauge', 'Process start time in Unix seconds.', performance.timeOrigin / 1000],
@@ -126,21 +129,28 @@ function newRequestSeries(server: AddOnContext<unknown>['server']) {
 
 /**
  * subscribeChannels counts what the core and the add-ons tell on their diagnostics channels, by
- * name so that no add-on imports another: client-error.ts, shedding/shedding.ts. A family stays empty, and unwritten, until its
+ * name so that no add-on imports another: client-error.ts, shedding/shedding.ts, jobs/jobs.ts. A family stays empty, and unwritten, until its
  * first message.
  */
 function subscribeChannels() {
   const rejected = newFamily()
   const shed = newFamily()
+  const jobRuns = newFamily()
+  const jobDuration = newFamily(jobBounds)
   const channels: Record<string, (message: unknown) => void> = {
     'kickstart.http.rejected': (message) => {
       rejected.add({ http_response_status_code: (message as { status: number }).status }, 1)
     },
     'kickstart.shed': (message) => shed.add({ reason: (message as { reason: string }).reason }, 1),
+    'kickstart.job': (message) => {
+      const { job, outcome, durationSeconds } = message as { job: string; outcome: string; durationSeconds: number }
+      jobRuns.add({ job, outcome }, 1)
+      if (outcome !== 'skipped') jobDuration.add({ job, outcome }, durationSeconds)
+    },
   }
   for (const [name, onMessage] of Object.entries(channels)) subscribe(name, onMessage)
   const stop = () => Object.entries(channels).forEach(([name, onMessage]) => unsubscribe(name, onMessage))
-  return { rejected, shed, stop }
+  return { rejected, shed, jobRuns, jobDuration, stop }
 }
 
 const gcKinds = new Map([
