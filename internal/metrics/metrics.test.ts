@@ -191,7 +191,7 @@ describe('the request metrics', () => {
 })
 
 describe('the diagnostics channels', () => {
-  it('count shed requests and job runs as their publishers tell them, from the first', async (t) => {
+  it('count shed requests, job runs and queue messages as their publishers tell them, from the first', async (t) => {
     const service = await startMetricsService(t)
     assert.doesNotMatch(await service.scrape(), /shed|job|messaging/, 'no family before its first message')
     for (const reason of ['event_loop_delay', 'event_loop_delay', 'inflight']) {
@@ -205,6 +205,14 @@ describe('the diagnostics channels', () => {
     ] as const) {
       channel('kickstart.job').publish({ job: 'heap-watch', outcome, durationSeconds })
     }
+    for (const [outcome, durationSeconds] of [
+      ['acked', 0.015625],
+      ['acked', 0.25],
+      ['retried', 1],
+      ['dead-lettered', 3],
+    ]) {
+      channel('kickstart.queue').publish({ queue: 'emails', outcome, durationSeconds })
+    }
     const text = await service.scrape()
     assert.deepEqual(samples(text, 'http_server_shed_requests_total'), {
       '{reason="event_loop_delay"}': 2,
@@ -214,6 +222,12 @@ describe('the diagnostics channels', () => {
     assert.deepEqual(samples(text, 'job_runs_total'), { [job('ok')]: 2, [job('failed')]: 1, [job('skipped')]: 1 })
     assert.deepEqual(samples(text, 'job_run_duration_seconds_sum'), { [job('ok')]: 20.5, [job('failed')]: 2 })
     assert.equal(samples(text, 'job_run_duration_seconds_bucket')['{job="heap-watch",outcome="ok",le="1"}'], 1)
+    const queue = (error: string) =>
+      `{${error && `error_type="${error}",`}messaging_destination_name="emails",messaging_operation_name="process",messaging_system="rabbitmq"}`
+    const byError = { [queue('')]: 2, [queue('retried')]: 1, [queue('dead-lettered')]: 1 }
+    assert.deepEqual(samples(text, 'messaging_client_consumed_messages_total'), byError)
+    assert.deepEqual(samples(text, 'messaging_process_duration_seconds_count'), byError)
+    assert.equal(samples(text, 'messaging_process_duration_seconds_sum')[queue('')], 0.265625)
   })
 })
 

@@ -81,13 +81,14 @@ describe('the metrics, read by Prometheus itself', { timeout: 60_000 }, () => {
     channel('kickstart.http.rejected').publish({ status: 400 })
     channel('kickstart.shed').publish({ reason: 'inflight', route: '/items' })
     channel('kickstart.job').publish({ job: 'heap-watch', outcome: 'ok', durationSeconds: 0.01 })
+    channel('kickstart.queue').publish({ queue: 'emails', outcome: 'retried', durationSeconds: 0.2 })
     const needles = ['nodejs_gc_duration_seconds', 'nodejs_eventloop_lag_p99_seconds', 'error_type="500"', '"_OTHER"']
     let text = await scrapeUntil(service, (text) => makeGarbage() > 0 && needles.every((n) => text.includes(n)))
     // No label the service writes can hold a quote, a backslash or a line feed: a family of the
     // exposition's own writing shows they would be escaped as Prometheus reads them.
     text += formatFamily('odd_total', 'counter', 'Odd label values.', [[{ value: 'a "quoted"\\back\nline' }, 1]])
     assert.ok(text.includes('odd_total{value="a \\"quoted\\"\\\\back\\nline"} 1'))
-    assert.equal([...text.matchAll(/^# TYPE /gm)].length, 19, 'the 18 families the service writes, and the odd one')
+    assert.equal([...text.matchAll(/^# TYPE /gm)].length, 21, 'the 20 families the service writes, and the odd one')
     const checked = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' })
     assert.equal(checked.status, 0, checked.stdout + checked.stderr)
     assert.equal(checked.stdout + checked.stderr, '', 'no lint findings')

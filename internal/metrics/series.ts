@@ -18,7 +18,7 @@ import type { AddOnContext } from '../addon.ts'
 import type { TrackedResponse } from '../response.ts'
 import { formatFamily, type Labels, newFamily, observe, type Series, type Source } from './exposition.ts'
 
-/** durationBounds are OpenTelemetry's advised buckets for HTTP server request durations, in seconds. */
+/** durationBounds are OpenTelemetry's advised buckets for HTTP server and message processing durations, in seconds. */
 export const durationBounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 // A job may take milliseconds or an hour. prom-client's GC buckets: a minor GC takes about 1 ms.
 const jobBounds = [0.01, 0.1, 1, 10, 60, 300, 900, 3600]
@@ -56,6 +56,8 @@ export async function newRecorder(ctx: Pick<AddOnContext<unknown>, 'server' | 'b
       ['http_server_shed_requests_total', 'counter', 'Requests answered 503 by load shedding.', events.shed],
       ['job_runs_total', 'counter', 'Runs of periodic jobs, skipped ones included.', events.jobRuns],
       ['job_run_duration_seconds', 'histogram', 'Duration of periodic job runs.', events.jobDuration],
+      ['messaging_client_consumed_messages_total', 'counter', 'Messages delivered to the handler.', events.consumed],
+      ['messaging_process_duration_seconds', 'histogram', 'Duration of processing operation.', events.processed],
       ['process_cpu_seconds_total', 'counter', 'Total user and system CPU time in seconds.', (user + system) / 1e6],
       ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', process.memoryUsage.rss()],
       ['process_start_time_seconds', 'gauge', 'Process start time in Unix seconds.', performance.timeOrigin / 1000],
@@ -129,7 +131,8 @@ function newRequestSeries(server: AddOnContext<unknown>['server']) {
 
 /**
  * subscribeChannels counts what the core and the add-ons tell on their diagnostics channels, by
- * name so that no add-on imports another: client-error.ts, shedding/shedding.ts, jobs/jobs.ts. A family stays empty, and unwritten, until its
+ * name so that no add-on imports another: client-error.ts, shedding/shedding.ts, jobs/jobs.ts, and
+ * the queue add-on's (its shape still provisional). A family stays empty, and unwritten, until its
  * first message.
  */
 function subscribeChannels() {
@@ -137,6 +140,8 @@ function subscribeChannels() {
   const shed = newFamily()
   const jobRuns = newFamily()
   const jobDuration = newFamily(jobBounds)
+  const consumed = newFamily()
+  const processed = newFamily(durationBounds)
   const channels: Record<string, (message: unknown) => void> = {
     'kickstart.http.rejected': (message) => {
       rejected.add({ http_response_status_code: (message as { status: number }).status }, 1)
@@ -147,10 +152,21 @@ function subscribeChannels() {
       jobRuns.add({ job, outcome }, 1)
       if (outcome !== 'skipped') jobDuration.add({ job, outcome }, durationSeconds)
     },
+    'kickstart.queue': (message) => {
+      const { queue, outcome, durationSeconds } = message as { queue: string; outcome: string; durationSeconds: number }
+      const labels = {
+        error_type: outcome === 'acked' ? undefined : outcome, // retried, dead-lettered...
+        messaging_destination_name: queue,
+        messaging_operation_name: 'process',
+        messaging_system: 'rabbitmq',
+      }
+      consumed.add(labels, 1)
+      processed.add(labels, durationSeconds)
+    },
   }
   for (const [name, onMessage] of Object.entries(channels)) subscribe(name, onMessage)
   const stop = () => Object.entries(channels).forEach(([name, onMessage]) => unsubscribe(name, onMessage))
-  return { rejected, shed, jobRuns, jobDuration, stop }
+  return { rejected, shed, jobRuns, jobDuration, consumed, processed, stop }
 }
 
 const gcKinds = new Map([
