@@ -21,8 +21,8 @@ const details: Record<number, string> = {
 }
 
 /**
- * rejectedChannel carries `{ status }` for every request Node's parser rejected (400, 408, 413, 431)
- * or CONNECT (405): no handler sees those, and whoever counts requests (metrics) hears of them here.
+ * rejectedChannel carries `{ status }` for every request Node's parser rejected before a handler had
+ * it (400, 408, 413, 431) or CONNECT (405): whoever counts requests (metrics) hears of them here.
  */
 export const rejectedChannel = channel('kickstart.http.rejected')
 
@@ -39,9 +39,11 @@ export function handleClientError(warn: Warn, newId: () => string) {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) return void socket.destroy()
     const status = statusByCode[err.code ?? ''] ?? 400
     const requestId = newId()
-    if (isUnexpected(latestResponse(socket as Socket))) socket.destroy()
+    const last = latestResponse(socket as Socket)
+    if (isUnexpected(last)) socket.destroy()
     else respond(socket, status, requestId)
-    if (rejectedChannel.hasSubscribers) rejectedChannel.publish({ status })
+    // A request a handler has (a body cut short) is counted, and logged, as its aborted response.
+    if (rejectedChannel.hasSubscribers && !(last?.closedAt === 0)) rejectedChannel.publish({ status })
     // A client that closes in the middle of its request went away; like a reset, that is not news.
     if (err.code === 'HPE_INVALID_EOF_STATE') return
     warn(
