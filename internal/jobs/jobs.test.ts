@@ -307,7 +307,10 @@ describe('the jobs add-on in the service', () => {
       name: 'failing',
       vars: {},
       start: async () => {
-        await ran.opened
+        // A real start waits on a socket, which keeps the process alive; the jobs' timers are
+        // unref'd, so this wait holds the event loop itself.
+        const hold = setInterval(() => {}, 60_000)
+        await ran.opened.finally(() => clearInterval(hold))
         throw new Error('the database is down')
       },
     }
