@@ -13,8 +13,8 @@
 //   --toggle NAME=VALUE (the variable of the third service in the rounds: METRICS_ADDR=127.0.0.1:0)
 //   with --overload: --factor N --shed NAME=VALUE[,NAME=VALUE] (repeatable) --clients N
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { availableParallelism, tmpdir } from 'node:os'
+import { readFileSync, rmSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -29,6 +29,7 @@ import {
   type ServerProcess,
   countLogLines,
   findFreePort,
+  makeWorkDir,
   nodeOptions,
   startServer,
   waitForOK,
@@ -195,21 +196,6 @@ function readMachine(tool: Tool, pinned: boolean) {
     tool: toolVersion,
     pinned,
   }
-}
-
-/**
- * makeWorkDir makes the directory for the services' stdout files and the counts, in RAM (/dev/shm)
- * where there is one. A file on disk made the service's throughput depend on the kernel's
- * writeback of earlier runs' gigabytes of logs, which the bare server never sees; a container's
- * stdout is a pipe, which does not wait for a disk either. The write() per line is the same.
- */
-function makeWorkDir(): string {
-  try {
-    if (existsSync('/dev/shm')) return mkdtempSync('/dev/shm/kickstart-bench-')
-  } catch {
-    // not writable: fall through to the temporary directory
-  }
-  return mkdtempSync(join(tmpdir(), 'kickstart-bench-'))
 }
 
 /** runOverloadMode measures the overload and prints its report; the access-log checks throw on a mismatch. */

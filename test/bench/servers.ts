@@ -1,12 +1,15 @@
 // The benchmark's process handling: start a server as a child process (pinned to a CPU, stdout to a
-// file), wait for its first 200, read its resident memory from outside, stop it with SIGTERM, and
-// count the access-log lines it wrote.
+// file or a pipe, under valgrind if asked), wait for its first 200, read its resident memory from
+// outside, stop it with SIGTERM, and count the access-log lines it wrote.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, createReadStream, openSync, readFileSync } from 'node:fs'
+import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
 import { type IncomingHttpHeaders, get } from 'node:http'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
 
 /** ServerOptions says how to start one server process. */
 export interface ServerOptions {
@@ -15,11 +18,19 @@ export interface ServerOptions {
   args?: string[]
   /** nodeArgs go to node before the script: `--import`, `--cpu-prof`... */
   nodeArgs?: string[]
+  /** env is added to PATH and, unless inheritNodeOptions is false, the bench's own NODE_OPTIONS. */
   env?: Record<string, string>
+  inheritNodeOptions?: boolean
   /** stdoutFile receives the process's stdout, as in production; without it stdout is discarded. */
   stdoutFile?: string | undefined
+  /** stdoutPipe makes stdout a pipe the caller reads (child.stdout), as a container runtime's is. */
+  stdoutPipe?: boolean
   /** cpu pins the process with taskset; undefined leaves it unpinned. */
   cpu?: number | undefined
+  /** node is the Node binary to run; the bench's own by default. */
+  node?: string | undefined
+  /** wrapper is a command and its arguments that run node (valgrind, say). */
+  wrapper?: string[] | undefined
 }
 
 /** Exit is how a child process ended. */
@@ -46,19 +57,31 @@ export interface HealthResponse {
 
 /**
  * startServer spawns node with options, through `taskset -c CPU` when a CPU is given (taskset
- * execs node, so the pid is node's). It throws when the process cannot be spawned at all.
+ * execs node, so the pid is node's) and then options.wrapper (whose pid it is then). It throws
+ * when the process cannot be spawned at all.
  */
 export function startServer(options: ServerOptions): ServerProcess {
-  const nodeArgs = [...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])]
-  const [command, args] =
-    options.cpu === undefined
-      ? [process.execPath, nodeArgs]
-      : ['taskset', ['-c', String(options.cpu), process.execPath, ...nodeArgs]]
-  const stdout = options.stdoutFile === undefined ? 'ignore' : openSync(options.stdoutFile, 'w')
+  const [command = '', ...args] = [
+    ...(options.cpu === undefined ? [] : ['taskset', '-c', String(options.cpu)]),
+    ...(options.wrapper ?? []),
+    options.node ?? process.execPath,
+    ...(options.nodeArgs ?? []),
+    options.script,
+    ...(options.args ?? []),
+  ]
+  const stdout = options.stdoutPipe
+    ? 'pipe'
+    : options.stdoutFile === undefined
+      ? 'ignore'
+      : openSync(options.stdoutFile, 'w')
   const child = spawn(command, args, {
     // PATH alone, so nothing inherited changes start-up (NODE_EXTRA_CA_CERTS costs node 30 ms here),
     // and NODE_OPTIONS when set, to measure the flags the image runs with (Dockerfile).
-    env: { PATH: process.env.PATH ?? '', ...nodeOptions(), ...options.env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      ...(options.inheritNodeOptions === false ? {} : nodeOptions()),
+      ...options.env,
+    },
     stdio: ['ignore', stdout, 'pipe'],
   })
   if (typeof stdout === 'number') closeSync(stdout) // the child holds its own copy
@@ -149,10 +172,11 @@ export interface LogCount {
   invalid: number
 }
 
-/** countLogLines reads a JSON-lines log file and counts its access-log lines. */
-export async function countLogLines(file: string): Promise<LogCount> {
+/** countLogLines reads JSON log lines, from a file or a stream to its end, and counts the access-log lines. */
+export async function countLogLines(source: string | Readable): Promise<LogCount> {
   const count: LogCount = { requests: 0, other: 0, invalid: 0 }
-  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity })
+  const input = typeof source === 'string' ? createReadStream(source) : source
+  const lines = createInterface({ input, crlfDelay: Infinity })
   for await (const line of lines) {
     if (line === '') continue
     let parsed: unknown
@@ -202,4 +226,19 @@ export async function findFreePort(): Promise<number> {
 export function nodeOptions(): { NODE_OPTIONS?: string } {
   const value = process.env.NODE_OPTIONS
   return value ? { NODE_OPTIONS: value } : {}
+}
+
+/**
+ * makeWorkDir makes a directory for the servers' stdout files and other scratch, in RAM (/dev/shm)
+ * where there is one. A file on disk made the service's throughput depend on the kernel's
+ * writeback of earlier runs' gigabytes of logs, which the bare server never sees; a container's
+ * stdout is a pipe, which does not wait for a disk either. The write() per line is the same.
+ */
+export function makeWorkDir(prefix = 'kickstart-bench-'): string {
+  try {
+    if (existsSync('/dev/shm')) return mkdtempSync(join('/dev/shm', prefix))
+  } catch {
+    // not writable: fall through to the temporary directory
+  }
+  return mkdtempSync(join(tmpdir(), prefix))
 }
