@@ -3,7 +3,16 @@
 // outside, stop it with SIGTERM, and count the access-log lines it wrote.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from 'node:fs'
 import { type IncomingHttpHeaders, get } from 'node:http'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -158,6 +167,42 @@ export function readCPUSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond
+}
+
+/**
+ * listensOn tells whether process pid listens on TCP port, from /proc (Linux only): a listening
+ * socket on that port whose inode is one of the process's file descriptors. A port chosen free
+ * earlier may be taken by another process before a slow server listens on it; this tells which.
+ */
+export function listensOn(pid: number, port: number): boolean {
+  try {
+    const inodes = new Set<string>()
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      const inode = /^socket:\[(\d+)\]$/.exec(readLink(`/proc/${pid}/fd/${fd}`))?.[1]
+      if (inode !== undefined) inodes.add(inode)
+    }
+    // sl local_address rem_address st ... inode: state 0A is LISTEN; an address ends in :PORT, hex.
+    const lines = ['tcp', 'tcp6'].flatMap((table) => readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n'))
+    return lines.some((line) => {
+      const fields = line.trim().split(/\s+/)
+      return (
+        fields[3] === '0A' &&
+        inodes.has(fields[9] ?? '') &&
+        Number.parseInt(fields[1]?.split(':')[1] ?? '', 16) === port
+      )
+    })
+  } catch {
+    return false // the process is gone
+  }
+}
+
+/** readLink returns where a link points, '' when it is gone (a descriptor closed since it was listed). */
+function readLink(path: string): string {
+  try {
+    return readlinkSync(path)
+  } catch {
+    return ''
+  }
 }
 
 /** LogCount is what countLogLines found in a log file. */
