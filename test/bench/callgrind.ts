@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { sendRequests, waitForReady } from './instr-client.ts'
 import {
   type LogCount,
@@ -25,6 +26,8 @@ export interface CountedRun {
   port: number
   requests: number
   connections: number
+  /** idleMs keeps the server running this long, idle, after the requests: what it does meanwhile is driven by time alone. */
+  idleMs: number
   stdout: 'pipe' | 'file' | 'none'
   /** accessLog says whether the server writes one access line per request (LOG_LEVEL info). */
   accessLog: boolean
@@ -50,13 +53,21 @@ export function valgrindVersion(): string | undefined {
   return result.status === 0 ? result.stdout.trim() : undefined
 }
 
+/** Counted is what one run counted: callgrind's summary, and the seconds from spawn to exit. */
+export interface Counted {
+  instructions: number
+  seconds: number
+}
+
 /**
  * countInstructions runs run.options under callgrind, sends one readiness request and then
- * run.requests `GET /health` over run.connections connections, stops the server with SIGTERM, and
- * returns callgrind's summary: the instructions the process ran. It throws when the server fails,
- * exits other than 0, or wrote an access-log line more or less than one per request received.
+ * run.requests `GET /health` over run.connections connections, leaves it idle for run.idleMs,
+ * stops it with SIGTERM, and returns callgrind's summary: the instructions the process ran. It
+ * throws when the server fails, exits other than 0, or wrote an access-log line more or less than
+ * one per request received.
  */
-export async function countInstructions(run: CountedRun): Promise<number> {
+export async function countInstructions(run: CountedRun): Promise<Counted> {
+  const started = performance.now()
   const outFile = join(run.dir, `${run.label}.callgrind`)
   const logFile = join(run.dir, `${run.label}.log`)
   const server = startServer({
@@ -74,6 +85,8 @@ export async function countInstructions(run: CountedRun): Promise<number> {
   try {
     await waitForReady(run.port, '/health', { listening, alive }, startTimeoutMs)
     await sendRequests(run.port, '/health', run.requests, run.connections)
+    // Not a wait for anything: the idle time is what this run measures (timers, V8's own tasks).
+    if (run.idleMs > 0) await sleep(run.idleMs)
   } catch (err) {
     server.child.kill('SIGKILL')
     run.servers.delete(server)
@@ -81,13 +94,14 @@ export async function countInstructions(run: CountedRun): Promise<number> {
     throw server.child.exitCode !== null && !listening() ? new NotListening(message) : new Error(message)
   }
   const exit = await stopServer(server, stopTimeoutMs)
+  const seconds = (performance.now() - started) / 1000
   run.servers.delete(server)
   if (exit.code !== 0) {
     throw new Error(`${run.label}: exited with code ${exit.code} signal ${exit.signal}; stderr:\n${server.stderr()}`)
   }
   const lines = piped ?? (run.stdout === 'file' ? countLogLines(logFile) : undefined)
   if (lines !== undefined) checkAccessLog(run, await lines)
-  return readSummary(outFile) // the file stays in run.dir, for callgrind_annotate
+  return { instructions: readSummary(outFile), seconds } // the file stays in run.dir, for callgrind_annotate
 }
 
 /** checkAccessLog throws unless every line is JSON and the access lines match the requests sent, readiness included. */

@@ -8,7 +8,11 @@ export interface Count {
   /** repetition numbers the counts of one row from 1 (--repeat). */
   repetition: number
   summaries: { n1: number; n2: number }
+  /** seconds are the runs' wall times, spawn to exit. */
+  seconds?: { n1: number; n2: number }
   perRequest: number
+  /** perIdleSecond is what the server runs per second idle, from its idle run; undefined without one. */
+  perIdleSecond?: number | undefined
 }
 
 /** perRequest returns (summary2 - summary1) / (n2 - n1): the instructions of one request, start-up and exit cancelled out. */
@@ -77,6 +81,31 @@ export function formatAblation(counts: Count[], n1: number, n2: number): string[
       (row.id === 'unpatched' ? 'nothing: the build as it is' : `no patch: ${describeEnv(row)}`)
     lines.push(
       `| ${name(count, repeated)} | ${removes} | ${formatCount(count.perRequest)} | ${saved === undefined ? '' : formatCount(saved)} | ${saved === undefined || base === undefined ? '' : `${((100 * saved) / base.perRequest).toFixed(1)} %`} | ${formatCount(count.summaries.n1)} | ${formatCount(count.summaries.n2)} |`,
+    )
+  }
+  return lines
+}
+
+/**
+ * formatTimeDriven returns, for the counts with an idle run, what the server runs per second idle
+ * and how much of its per-request figure that work could make: per idle second × (the N2 run's
+ * wall time - the N1 run's) / (N2 - N1). Under callgrind a request takes milliseconds of wall
+ * time, natively microseconds, so there that part all but vanishes. An estimate: busy, a timer
+ * may cost less per run than idle.
+ */
+export function formatTimeDriven(counts: Count[], n1: number, n2: number): string[] {
+  const measured = counts.filter((count) => count.perIdleSecond !== undefined && count.seconds !== undefined)
+  if (measured.length === 0) return []
+  const repeated = counts.some((count) => count.repetition > 1)
+  const lines = [
+    '| row | instructions per idle second | wall seconds, N1 and N2 runs | of the per-request figure, time-driven (estimate) |',
+    '| --- | ---: | ---: | ---: |',
+  ]
+  for (const count of measured) {
+    const { n1: t1, n2: t2 } = count.seconds ?? { n1: NaN, n2: NaN }
+    const share = ((count.perIdleSecond ?? NaN) * (t2 - t1)) / (n2 - n1)
+    lines.push(
+      `| ${name(count, repeated)} | ${formatCount(count.perIdleSecond ?? NaN)} | ${t1.toFixed(0)}, ${t2.toFixed(0)} | ${formatCount(share)} |`,
     )
   }
   return lines

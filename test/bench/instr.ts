@@ -10,20 +10,21 @@
 //   npm run bench:instr -- --check-patches   only check that every knock-out still applies (no valgrind)
 //   options: --node VERSION (the Dockerfile's NODE_VERSION) --n1 N (1000) --n2 N (4000) --jobs N (2)
 //   --repeat N (1) --only ID[,ID...] --connections N (ablation rows: 1) --node-options FLAGS --hash-seed N (1)
-//   --keep (the callgrind outputs) --max-ratio-1 X --max-ratio-16 X --max-ratio-metrics X (instr-rows.ts: ceilings)
+//   --idle-seconds N (30) --keep (the callgrind outputs) --max-ratio-1 X --max-ratio-16 X --max-ratio-metrics X (instr-rows.ts: ceilings)
 import { spawnSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { NotListening, countInstructions, valgrindVersion } from './callgrind.ts'
+import { type Counted, NotListening, countInstructions, valgrindVersion } from './callgrind.ts'
 import {
   type Count,
   checkCeilings,
   formatAblation,
   formatRepeatability,
   formatTable,
+  formatTimeDriven,
   perRequest,
 } from './instr-report.ts'
 import { type Row, ablationRows, ceilings, rows } from './instr-rows.ts'
@@ -66,6 +67,8 @@ interface InstrSettings {
   ceilings: Record<string, { ratio: number; option: string }>
   /** keep leaves the callgrind outputs in the work directory, for callgrind_annotate. */
   keep: boolean
+  /** idleSeconds is how long the idle run of a row with timers (Row.idle) stays idle; 0 skips it. */
+  idleSeconds: number
 }
 
 function say(line = ''): void {
@@ -92,6 +95,7 @@ function parseSettings(argv: string[]): InstrSettings {
       'node-options': { type: 'string' },
       'hash-seed': { type: 'string', default: String(defaultHashSeed) },
       keep: { type: 'boolean', default: false },
+      'idle-seconds': { type: 'string', default: '30' },
       ...ceilingOptions,
     },
   })
@@ -122,6 +126,7 @@ function parseSettings(argv: string[]): InstrSettings {
     nodeOptions: values['node-options'],
     hashSeed: count('hash-seed', values['hash-seed'], 0),
     keep: values.keep,
+    idleSeconds: count('idle-seconds', values['idle-seconds'], 0),
     ceilings: Object.fromEntries(
       Object.entries(ceilings).map(([id, ceiling]) => {
         const value = options[ceiling.option]
@@ -167,6 +172,7 @@ function commandLine(settings: InstrSettings): string {
     `--n2 ${settings.n2}`,
     ...(settings.mode === 'ablation' ? [`--connections ${settings.connections}`] : []),
     ...(settings.repeat > 1 ? [`--repeat ${settings.repeat}`] : []),
+    ...(settings.mode === 'ci' ? [] : [`--idle-seconds ${settings.idleSeconds}`]),
     ...(settings.only === undefined ? [] : [`--only ${settings.only.join(',')}`]),
     ...(settings.nodeOptions === undefined ? [] : [`--node-options '${settings.nodeOptions}'`]),
     `--hash-seed ${settings.hashSeed}`,
@@ -260,34 +266,40 @@ interface Plan {
   servers: Set<ServerProcess>
 }
 
-/** countRow runs row's server once, serving requests, and returns callgrind's summary. */
-async function countRow(plan: Plan, row: Row, repetition: number, requests: number): Promise<number> {
-  const label = `${row.id.replace(/\W/g, '-')}.${repetition}.${requests}`
-  const started = performance.now()
+/** RunKind is one of a row's runs: N1 requests, N2 requests, or N1 requests and then idle seconds. */
+type RunKind = 'n1' | 'n2' | 'idle'
+
+/** countRow runs row's server once, as kind says, and returns what callgrind counted. */
+async function countRow(plan: Plan, row: Row, repetition: number, kind: RunKind): Promise<Counted> {
+  const { settings } = plan
+  const requests = kind === 'n2' ? settings.n2 : settings.n1
+  const idleMs = kind === 'idle' ? settings.idleSeconds * 1000 : 0
+  const label = `${row.id.replace(/\W/g, '-')}.${repetition}.${kind}`
   for (let attempt = 1; ; attempt++) {
     const port = await findFreePort()
-    const env = nodeOptionsEnv(plan.settings)
+    const env = nodeOptionsEnv(settings)
     const options =
       row.server === 'bare'
         ? { script: bareMain, args: bareArgs(port, plan.health as HealthResponse), env }
         : { script: join(plan.dists.get(row.id) ?? '', serviceScript), env: { ...env, PORT: String(port), ...row.env } }
     try {
-      const summary = await countInstructions({
+      const counted = await countInstructions({
         label,
-        options: { ...options, node: plan.node, nodeArgs: hashSeedArgs(plan.settings), inheritNodeOptions: false },
+        options: { ...options, node: plan.node, nodeArgs: hashSeedArgs(settings), inheritNodeOptions: false },
         port,
         requests,
         connections: row.connections,
+        idleMs,
         stdout: row.stdout,
         accessLog: row.accessLog,
         dir: plan.dir,
         servers: plan.servers,
       })
-      const seconds = ((performance.now() - started) / 1000).toFixed(0)
+      const what = `${requests} requests${idleMs > 0 ? `, then ${settings.idleSeconds} s idle` : ''}`
       say(
-        `${row.id}${plan.settings.repeat > 1 ? ` #${repetition}` : ''}, ${requests} requests: ${summary} instructions (${seconds} s)`,
+        `${row.id}${settings.repeat > 1 ? ` #${repetition}` : ''}, ${what}: ${counted.instructions} instructions (${counted.seconds.toFixed(0)} s)`,
       )
-      return summary
+      return counted
     } catch (err) {
       // Another process may take the port while the server starts under valgrind: try a new one.
       if (!(err instanceof NotListening) || attempt === 3) throw err
@@ -296,24 +308,40 @@ async function countRow(plan: Plan, row: Row, repetition: number, requests: numb
   }
 }
 
-/** countAll counts every row settings.repeat times, the longest runs first so the last job is a short one. */
+/**
+ * countAll counts every row settings.repeat times, plus an idle run for the rows that keep timers
+ * (row.idle) unless --ci or --idle-seconds 0; the longest runs first, so the last job is a short one.
+ */
 async function countAll(plan: Plan, rowsToCount: Row[]): Promise<Count[]> {
-  const { n1, n2, repeat, jobs } = plan.settings
+  const { n1, n2, repeat, jobs, idleSeconds, mode } = plan.settings
+  const kindsOf = (row: Row): RunKind[] =>
+    row.idle === true && idleSeconds > 0 && mode !== 'ci' ? ['n2', 'n1', 'idle'] : ['n2', 'n1']
   const runs = rowsToCount.flatMap((row) =>
-    Array.from({ length: repeat }, (_, i) => [n2, n1].map((requests) => ({ row, repetition: i + 1, requests }))).flat(),
+    Array.from({ length: repeat }, (_, i) => kindsOf(row).map((kind) => ({ row, repetition: i + 1, kind }))).flat(),
   )
-  runs.sort((a, b) => b.requests - a.requests)
-  const summaries = await runEach(
-    runs.map((run) => () => countRow(plan, run.row, run.repetition, run.requests)),
+  const length = (kind: RunKind) => (kind === 'n2' ? n2 : kind === 'idle' ? n1 + idleSeconds * 100 : n1)
+  runs.sort((a, b) => length(b.kind) - length(a.kind))
+  const counted = await runEach(
+    runs.map((run) => () => countRow(plan, run.row, run.repetition, run.kind)),
     jobs,
   )
-  const summaryOf = (row: Row, repetition: number, requests: number) =>
-    summaries[runs.findIndex((run) => run.row === row && run.repetition === repetition && run.requests === requests)] ??
-    NaN
+  const find = (row: Row, repetition: number, kind: RunKind) =>
+    counted[runs.findIndex((run) => run.row === row && run.repetition === repetition && run.kind === kind)]
   return rowsToCount.flatMap((row) =>
     Array.from({ length: repeat }, (_, i) => {
-      const counts = { n1: summaryOf(row, i + 1, n1), n2: summaryOf(row, i + 1, n2) }
-      return { row, repetition: i + 1, summaries: counts, perRequest: perRequest(counts, n1, n2) }
+      const first = find(row, i + 1, 'n1') ?? { instructions: NaN, seconds: NaN }
+      const second = find(row, i + 1, 'n2') ?? { instructions: NaN, seconds: NaN }
+      const idle = find(row, i + 1, 'idle')
+      const summaries = { n1: first.instructions, n2: second.instructions }
+      return {
+        row,
+        repetition: i + 1,
+        summaries,
+        seconds: { n1: first.seconds, n2: second.seconds },
+        perRequest: perRequest(summaries, n1, n2),
+        perIdleSecond:
+          idle === undefined ? undefined : (idle.instructions - first.instructions) / (idle.seconds - first.seconds),
+      }
     }),
   )
 }
@@ -344,6 +372,11 @@ function report(plan: Plan, counts: Count[], valgrind: string): number {
       ? formatAblation(counts, settings.n1, settings.n2)
       : formatTable(counts, settings.n1, settings.n2)
   for (const line of table) say(line)
+  const timeDriven = formatTimeDriven(counts, settings.n1, settings.n2)
+  if (timeDriven.length > 0) {
+    say()
+    for (const line of timeDriven) say(line)
+  }
   say()
   say(`reproduce: ${commandLine(settings)}`)
   const repeatability = formatRepeatability(counts)
