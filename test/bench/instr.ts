@@ -9,7 +9,8 @@
 //   npm run bench:instr -- --ablation        what each feature costs: one knock-out per row (knockouts.ts)
 //   npm run bench:instr -- --check-patches   only check that every knock-out still applies (no valgrind)
 //   options: --node VERSION (the Dockerfile's NODE_VERSION) --n1 N (1000) --n2 N (4000) --jobs N (2)
-//   --repeat N (1) --only ID[,ID...] --connections N (ablation rows: 1) --node-options FLAGS --hash-seed N (1)
+//   --repeat N (1) --only ID[,ID...] --connections N (ablation rows: 1) --node-options FLAGS
+//   --node-args 'FLAGS' (defaultNodeArgs below; '' for none)
 //   --idle-seconds N (30) --keep (the callgrind outputs) --max-ratio-1 X --max-ratio-16 X --max-ratio-metrics X (instr-rows.ts: ceilings)
 import { spawnSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
@@ -43,11 +44,16 @@ import {
 const root = fileURLToPath(new URL('../../../', import.meta.url))
 const serviceScript = join('cmd', 'server', 'main.js') // inside a dist directory
 
-// V8 rehashes its start-up snapshot for a random hash seed, at a cost that varies with the seed: 4
-// to 24 million instructions per start here, against under 20 thousand with a fixed seed. That
-// start-up noise was the largest part of the spread between runs (BENCHMARKS.md); the seed itself
-// changes nothing per request that the count can tell (--hash-seed 0 measures V8's default).
-const defaultHashSeed = 1
+// Flags every server's node gets, for a count that does not move with the machine's load
+// (BENCHMARKS.md, "Instructions per request"):
+// - V8 rehashes its start-up snapshot for a random hash seed, at a cost that varies with the seed:
+//   4 to 24 million instructions per start here, under 20 thousand apart with a fixed seed.
+// - V8 sizes the young generation from the allocation rate per millisecond of wall time. Under
+//   callgrind a request takes milliseconds, so V8 sees a nearly idle process and keeps the young
+//   generation small, the smaller the busier the machine: 57 scavenges against 16 for the same
+//   4,000 requests, 32 million instructions apart. A fixed 16 MiB, the image's own maximum
+//   (Dockerfile, NODE_OPTIONS), is where a loaded service's young generation grows to anyway.
+const defaultNodeArgs = '--hash-seed=1 --min-semi-space-size=16 --max-semi-space-size=16'
 
 type Mode = 'table' | 'ci' | 'ablation' | 'check-patches'
 
@@ -62,8 +68,8 @@ interface InstrSettings {
   only: string[] | undefined
   connections: number
   nodeOptions: string | undefined
-  /** hashSeed is V8's --hash-seed for every server; 0 is V8's default, a random seed per process. */
-  hashSeed: number
+  /** nodeArgs go to every server's node before its script (--node-args; defaultNodeArgs). */
+  nodeArgs: string[]
   ceilings: Record<string, { ratio: number; option: string }>
   /** keep leaves the callgrind outputs in the work directory, for callgrind_annotate. */
   keep: boolean
@@ -93,7 +99,7 @@ function parseSettings(argv: string[]): InstrSettings {
       only: { type: 'string' },
       connections: { type: 'string', default: '1' },
       'node-options': { type: 'string' },
-      'hash-seed': { type: 'string', default: String(defaultHashSeed) },
+      'node-args': { type: 'string', default: defaultNodeArgs },
       keep: { type: 'boolean', default: false },
       'idle-seconds': { type: 'string', default: '30' },
       ...ceilingOptions,
@@ -124,7 +130,7 @@ function parseSettings(argv: string[]): InstrSettings {
     only: values.only?.split(','),
     connections: count('connections', values.connections, 1),
     nodeOptions: values['node-options'],
-    hashSeed: count('hash-seed', values['hash-seed'], 0),
+    nodeArgs: values['node-args'].split(' ').filter((arg) => arg !== ''),
     keep: values.keep,
     idleSeconds: count('idle-seconds', values['idle-seconds'], 0),
     ceilings: Object.fromEntries(
@@ -158,11 +164,6 @@ function nodeOptionsEnv(settings: InstrSettings): Record<string, string> {
   return settings.nodeOptions === undefined ? {} : { NODE_OPTIONS: settings.nodeOptions }
 }
 
-/** hashSeedArgs returns node's --hash-seed argument, or none for V8's random seed. */
-function hashSeedArgs(settings: InstrSettings): string[] {
-  return settings.hashSeed === 0 ? [] : [`--hash-seed=${settings.hashSeed}`]
-}
-
 /** commandLine returns the command that counts the same rows again, every default spelled out. */
 function commandLine(settings: InstrSettings): string {
   const args = [
@@ -175,7 +176,7 @@ function commandLine(settings: InstrSettings): string {
     ...(settings.mode === 'ci' ? [] : [`--idle-seconds ${settings.idleSeconds}`]),
     ...(settings.only === undefined ? [] : [`--only ${settings.only.join(',')}`]),
     ...(settings.nodeOptions === undefined ? [] : [`--node-options '${settings.nodeOptions}'`]),
-    `--hash-seed ${settings.hashSeed}`,
+    `--node-args '${settings.nodeArgs.join(' ')}'`,
   ]
   return `npm run bench:instr -- ${args.join(' ')}`
 }
@@ -285,7 +286,7 @@ async function countRow(plan: Plan, row: Row, repetition: number, kind: RunKind)
     try {
       const counted = await countInstructions({
         label,
-        options: { ...options, node: plan.node, nodeArgs: hashSeedArgs(settings), inheritNodeOptions: false },
+        options: { ...options, node: plan.node, nodeArgs: settings.nodeArgs, inheritNodeOptions: false },
         port,
         requests,
         connections: row.connections,
@@ -364,7 +365,7 @@ function report(plan: Plan, counts: Count[], valgrind: string): number {
   }
   say()
   say(
-    `Instructions per GET /health (callgrind summaries; N1 = ${settings.n1}, N2 = ${settings.n2}; Node v${settings.nodeVersion}; ${valgrind}; commit ${build.commit?.slice(0, 7) ?? 'unknown'}${build.dirty === true ? ' (dirty)' : ''}${settings.nodeOptions === undefined ? '' : `; NODE_OPTIONS=${settings.nodeOptions}`}; ${settings.hashSeed === 0 ? 'random hash seed' : `--hash-seed=${settings.hashSeed}`})`,
+    `Instructions per GET /health (callgrind summaries; N1 = ${settings.n1}, N2 = ${settings.n2}; Node v${settings.nodeVersion}; ${valgrind}; commit ${build.commit?.slice(0, 7) ?? 'unknown'}${build.dirty === true ? ' (dirty)' : ''}${settings.nodeOptions === undefined ? '' : `; NODE_OPTIONS=${settings.nodeOptions}`}; node ${settings.nodeArgs.join(' ') || '(no flags)'})`,
   )
   say()
   const table =
