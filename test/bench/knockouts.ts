@@ -1,7 +1,7 @@
 // The knock-outs of `npm run bench:instr -- --ablation`: each turns one feature of the service off
 // by a textual patch to the compiled JavaScript in a copy of dist/, so the instruction count can
 // say what that feature costs per request. They are written against the compiled code of commit
-// fa0abe1. When the core changes shape, a patch whose `find` text is gone fails loudly, naming
+// 232ceb4. When the core changes shape, a patch whose `find` text is gone fails loudly, naming
 // itself: update its find and replace (read the new dist/internal/*.js after `npm run build`),
 // or delete the knock-out when the feature no longer exists.
 import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
@@ -110,19 +110,28 @@ export const knockouts: readonly Knockout[] = [
     patches: [
       {
         file: server,
-        find: 'context.run(res, dispatch, handling, req, res);',
-        replace: 'dispatch(handling, req, res);',
+        find: '    else\n            context.run(res, dispatch, req, res);',
+        replace: '    else\n            dispatch(req, res);',
       },
     ],
     accessLog: true,
   },
   {
     name: 'connection-tracking',
-    removes: 'the pipelining bound per connection and the list of requests in flight',
+    removes: 'the per-connection queue of responses, the pipelining bound and the count in flight',
     patches: [
-      { file: connections, find: 'if (!admit(state, res))', replace: 'if (false)' },
-      { file: connections, find: 'state.inflight.add(res);', replace: ';' },
-      { file: connections, find: 'if (!state.inflight.delete(this))', replace: 'if (false)' },
+      // What stays is one 'close' listener that times the response and writes its access line.
+      {
+        file: server,
+        find: 'if (!connections.track(res))\n            return;',
+        replace: "res.on('close', untracked);",
+      },
+      {
+        file: server,
+        find: 'const done = hooks.flatMap((hook) => hook.done ?? []);',
+        replace:
+          'const done = hooks.flatMap((hook) => hook.done ?? []);\n    function untracked() { this.closedAt = performance.now(); logAccess(this); for (const hook of done) hook(this); }',
+      },
     ],
     accessLog: true,
   },
@@ -159,7 +168,7 @@ export const knockouts: readonly Knockout[] = [
     patches: [
       {
         file: 'internal/health.js',
-        find: 'const seconds = Math.floor((Date.now() - started) / 1000);',
+        find: 'const seconds = Math.floor((Date.now() - startedAt.getTime()) / 1000);',
         replace: 'const seconds = last === -1 ? 0 : last;',
       },
     ],
