@@ -23,7 +23,7 @@ function assertBaseFields(line: LogLine) {
 }
 
 describe('newStdoutOutput', () => {
-  it('writes each line at once, in order, and flush has nothing to wait for', async (t) => {
+  it('writes a line at once after a quiet millisecond; closer lines go out together at the end of the turn', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'log-output-'))
     const file = join(dir, 'out.log')
     const fd = openSync(file, 'w')
@@ -31,13 +31,24 @@ describe('newStdoutOutput', () => {
       closeSync(fd)
       rmSync(dir, { recursive: true })
     })
-    const output = newStdoutOutput(fd)
+    let clock = 1000
+    const output = newStdoutOutput(fd, undefined, () => clock)
+    const written = () => readFileSync(file, 'utf8')
     output.write('one\n')
+    assert.equal(written(), 'one\n', 'the first line, at once')
+    clock += 0.5
     output.write('två\n')
-    assert.equal(readFileSync(file, 'utf8'), 'one\ntvå\n', 'written within the turn, nothing held back')
-    await output.flush(5000)
     output.write('three\n')
-    assert.equal(readFileSync(file, 'utf8'), 'one\ntvå\nthree\n')
+    assert.equal(written(), 'one\n', 'lines within a millisecond of the last write wait for the end of the turn')
+    await nextTurn()
+    assert.equal(written(), 'one\ntvå\nthree\n', 'in order, with nothing lost')
+    clock += 1
+    output.write('four\n')
+    assert.equal(written(), 'one\ntvå\nthree\nfour\n', 'a millisecond after the last write: at once again')
+    output.write('five\n')
+    const flushed = output.flush(5000)
+    assert.equal(written(), 'one\ntvå\nthree\nfour\nfive\n', 'flush writes what waits, without waiting for the turn')
+    await flushed
   })
 
   it('never blocks on a reader that stopped: it drops past its bound, counts, and reports once it keeps up', async (t) => {
