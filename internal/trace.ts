@@ -35,7 +35,7 @@ export function parseTraceparent(
   return { traceId, parentId, flags }
 }
 
-/** formatTraceparent writes the `traceparent` of this service's span, for the response. */
+/** formatTraceparent writes the `traceparent` a handler sends with its calls, continuing this request's trace. */
 export function formatTraceparent(trace: TraceContext): string {
   return `00-${trace.traceId}-${trace.spanId}-${trace.flags}`
 }
