@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { connect } from 'amqplib'
+import { within } from '../../test/rolling/workspace.ts'
 
 // Debian's scripts, not the /usr/sbin wrappers, which would switch to the rabbitmq user and its
 // data in /var/lib/rabbitmq.
@@ -186,19 +187,6 @@ async function findFreePorts(count: number): Promise<number[]> {
   const ports = servers.map((server) => (server.address() as { port: number }).port)
   await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
   return ports
-}
-
-/** within resolves as promise does, or rejects naming what was awaited once ms pass. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /** Publisher publishes test messages and waits for the broker's confirm of each. */
