@@ -1,78 +1,68 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import type { EventEmitter } from 'node:events'
+import { type EventEmitter, once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
 import { buildDir as defaultBuildDir, readBuild } from './build-info.ts'
-import { checkConfig, coreVars, type Env, parseConfig, redactConfig, type Vars } from './config.ts'
+import { type Address, checkConfig, coreVars, type Env, parseConfig, redactConfig } from './config.ts'
 import { connectionBudget } from './connections.ts'
 import { newLifecycle } from './lifecycle.ts'
-import { describeListenError, listen } from './listen.ts'
 import { type Logger, type LogOutput, newLogger, newWarnings } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 import type { Routes } from './router.ts'
 import { type RouteDeps, newRoutes } from './routes.ts'
 import { type Listener, newServer } from './server.ts'
 
-/** RunInput is everything run() takes from the process, so tests can hand in their own. */
+/** RunInput is what run() takes from the process; tests hand in their own. */
 export interface RunInput {
-  /** env holds the configuration variables, as process.env does. */
   env: Env
   /** stdout receives the JSON log lines. */
   stdout: LogOutput
   /**
-   * events delivers 'SIGTERM' and 'SIGINT' (stop gracefully; a second one stops at once) and
-   * 'uncaughtException' and 'unhandledRejection' (log as fatal, stop gracefully, exit 1). main
-   * passes process; tests pass an EventEmitter and emit what they need.
+   * events delivers SIGTERM and SIGINT (stop gracefully; a second one stops at once) and
+   * uncaughtException and unhandledRejection (logged as fatal; stop gracefully, exit 1).
    */
   events: Pick<EventEmitter, 'on' | 'off'>
-  /** addOns are the optional capabilities the service runs with (cmd/server/main.ts lists them). */
+  /** addOns are the optional capabilities switched on (cmd/server/main.ts lists them). */
   addOns?: readonly AddOn<any>[]
-  /** routes builds the service's route table; tests use it to add routes. */
+  /** routes builds the route table (routes.ts); tests add routes with it. */
   routes?: (deps: RouteDeps) => Routes | Promise<Routes>
-  /** buildDir holds build-info.json and openapi.yaml; dist/ unless a test says otherwise. */
+  /** buildDir holds build-info.json and openapi.yaml: dist/ unless a test says otherwise. */
   buildDir?: URL
 }
 
-/** Exit codes run() returns; README.md documents them. */
+/** Exit codes run() returns (README.md); a second signal gives 128 + its number. */
 export const exitCodes = { ok: 0, failed: 1, config: 2 } as const
 
 /**
- * run is the service's life: configure, start (dependencies, then the port), serve until a stop
- * signal, drain, return the exit code: 0 after a clean shutdown; 1 when the service failed (listen
- * error, start-up error, fatal error, drain past SHUTDOWN_TIMEOUT); 2 for invalid configuration;
- * 128 + the signal number when a second signal cut the shutdown short. It throws only for bugs,
- * and removes its listeners from events before it returns.
+ * run is the service's life: configure, start (dependencies, add-ons, then the port), serve until
+ * a stop, drain, and return the exit code. It throws only for bugs, and leaves no listener on events.
  */
 export async function run(input: RunInput): Promise<number> {
-  const stop = listenForStop(input.events)
-  const listeners: Listener[] = [] // the add-ons' own: up through the drain, so a stuck one can be inspected
+  const stop = watchStop(input.events)
+  const listeners: Listener[] = [] // the add-ons' own: open through the drain, so a stuck one can be inspected
   try {
     const setup = configure(input)
-    if (!setup.ok) return setup.code
+    if (typeof setup === 'number') return setup
     stop.log = setup.log
     const started = await start(input, setup, listeners)
-    if (!started.ok) return started.code
-    const first = await stop.first
-    if (first.kind === 'error') setup.log.fatal({ err: first.err }, 'shutdown started after an uncaught error')
-    else setup.log.info({ signal: first.signal }, 'shutdown started')
-    // A second signal cuts the drain short: its timers stop, and every connection is cut.
-    const forced = new AbortController()
-    const cut = stop.second.then(async (code) => {
-      forced.abort()
-      await started.http.destroy()
-      return code
-    })
-    const code = await Promise.race([drain(setup, started, forced.signal), cut])
+    if (typeof started === 'number') return started
+    const { signal, err } = await stop.first
+    if (err !== undefined) setup.log.fatal({ err }, 'shutdown started after an uncaught error')
+    else setup.log.info({ signal }, 'shutdown started')
+    const code = await Promise.race([drain(setup, started, stop.forced), stop.second])
+    if (stop.forced.aborted) {
+      await started.http.destroy() // a second signal cuts every connection
+      return stop.second
+    }
     return stop.failed && code === exitCodes.ok ? exitCodes.failed : code
   } finally {
-    await Promise.all(listeners.map((listener) => listener.destroy())) // they never delay the exit
+    await Promise.all(listeners.map((listener) => listener.destroy()))
     stop.dispose()
   }
 }
 
-type Setup = Exclude<ReturnType<typeof configure>, { ok: false }>
-type Started = Extract<Awaited<ReturnType<typeof start>>, { ok: true }>
+type Setup = Exclude<ReturnType<typeof configure>, number>
 
 /** configure reads the build's facts and spec and every variable, and creates the logger. */
 function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: RunInput) {
@@ -82,7 +72,7 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   } catch (err) {
     const log = newLogger(stdout, 'info', { service: 'unknown', version: null })
     log.fatal({ reason: String(err) }, 'cannot start: build output is missing; run npm run build (or npm run stamp)')
-    return { ok: false, code: exitCodes.failed } as const
+    return exitCodes.failed
   }
   const base = { service: built.build.service, version: built.build.version }
   const core = parseConfig(env, coreVars)
@@ -90,131 +80,125 @@ function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: Run
   const problems = [...core.problems, ...checkConfig(core.config, env), ...parsed.flatMap((p) => p.problems)]
   if (problems.length > 0) {
     newLogger(stdout, 'info', base).fatal({ problems }, 'invalid configuration')
-    return { ok: false, code: exitCodes.config } as const
+    return exitCodes.config
   }
-  // Every line logged while a request is handled carries its ids, read from the request context.
-  const context = new AsyncLocalStorage<TrackedResponse>()
+  const context = new AsyncLocalStorage<TrackedResponse>() // the request a log line is written for
   const log = newLogger(stdout, core.config.logLevel, base, context)
   stdout.onDropped = (dropped) => log.warn({ dropped }, 'log lines dropped: stdout did not keep up')
-  const configs = Object.fromEntries([
-    ['core', redactConfig(core.config, coreVars)],
-    ...addOns.map((addOn, i) => [addOn.name, redactConfig(parsed[i]?.config ?? {}, addOn.vars as Vars)]),
-  ])
-  return {
-    ok: true,
-    ...built,
-    config: core.config,
-    addOnConfigs: parsed.map((p) => p.config),
-    effectiveConfig: () => configs as Record<string, Record<string, unknown>>,
-    context,
-    log,
-    warnings: newWarnings(),
-    startedAt: new Date(),
-  } as const
+  const configs: Record<string, Record<string, unknown>> = { core: redactConfig(core.config, coreVars) }
+  for (const [i, addOn] of addOns.entries()) configs[addOn.name] = redactConfig(parsed[i]!.config, addOn.vars)
+  const effectiveConfig = () => configs
+  return { ...built, config: core.config, addOnConfigs: parsed.map((p) => p.config), effectiveConfig, context, log }
 }
 
 /**
- * start opens the routes' dependencies, then the add-ons (whose work stops before the dependencies
- * close: hooks run in reverse), then the public port, last.
+ * start opens the routes' dependencies, then the add-ons, then the public port; shutdown hooks run
+ * in reverse, so the add-ons' work stops before the dependencies close. When something cannot
+ * start, it closes what did and returns the exit code.
  */
 async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
-  const { config, log } = setup
-  const lifecycle = newLifecycle()
+  const { build, spec, config, log, context } = setup
+  const [lifecycle, warnings, startedAt] = [newLifecycle(), newWarnings(), new Date()]
   const failed = async (fields: object, message: string) => {
     log.fatal(fields, message)
     lifecycle.beginDrain()
-    await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs) // close what was opened
-    return { ok: false, code: exitCodes.failed } as const
+    await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs)
+    return exitCodes.failed
   }
   let http: Listener | undefined
-  const parts: AddOnParts[] = []
-  try {
-    const deps = { build: setup.build, config, spec: setup.spec, startedAt: setup.startedAt, lifecycle, log }
-    parts.push({ routes: await routes(deps) })
-  } catch (err) {
-    return failed({ err }, `cannot start: ${messageOf(err)}`)
-  }
-  const ctx = newAddOnContext(setup, lifecycle, () => http, listeners, stdout)
-  for (const [i, addOn] of addOns.entries()) {
-    try {
-      parts.push((await addOn.start({ ...ctx, config: setup.addOnConfigs[i] as never })) ?? {})
-    } catch (err) {
-      return failed({ addOn: addOn.name, err }, `cannot start ${addOn.name}: ${messageOf(err)}`)
-    }
-  }
-  const table = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
-  const hooks = parts.flatMap((part) => part.hooks ?? [])
-  const { context, warnings } = setup
-  http = newServer({ log, output: stdout, config, context, routes: table, hooks, warn: warnings.for(log) })
-  http.server.maxConnections = config.maxConnections ?? connectionBudget()
-  try {
-    await listen(http.server, config)
-  } catch (err) {
-    const fields = { port: config.port, host: config.host, code: (err as NodeJS.ErrnoException).code }
-    return failed(fields, describeListenError(err, config, 'PORT, HOST'))
-  }
-  const { address, port } = http.server.address() as AddressInfo
-  log.info({ address, port, commit: setup.build.commit, maxConnections: http.server.maxConnections }, 'listening')
-  return { ok: true, http, lifecycle } as const
-}
-
-/** newAddOnContext returns what add-ons see of the service; server() is the public server once it exists. */
-function newAddOnContext(
-  setup: Setup,
-  lifecycle: ReturnType<typeof newLifecycle>,
-  server: () => Listener | undefined,
-  listeners: Listener[],
-  output: LogOutput,
-): Omit<AddOnContext<unknown>, 'config'> {
-  const { config, log, context, warnings } = setup
-  return {
+  const ctx: Omit<AddOnContext<unknown>, 'config'> = {
     core: config,
     log,
-    build: setup.build,
-    startedAt: setup.startedAt,
+    build,
+    startedAt,
     lifecycle,
+    effectiveConfig: setup.effectiveConfig,
     server: {
       get inflight() {
-        return server()?.inflight ?? 0
+        return http?.inflight ?? 0
       },
       get connections() {
-        return server()?.connections ?? 0
+        return http?.connections ?? 0
       },
-      requests: () => server()?.requests() ?? [][Symbol.iterator](),
+      requests: () => http?.requests() ?? [],
     },
-    effectiveConfig: setup.effectiveConfig,
-    serve: async (name, addr, routes, variable, options) => {
+    serve: async (name, addr, table, variable, options) => {
       const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
-      const http = newServer({ log: logger, output, config, context, routes, warn: warnings.for(logger) })
-      listeners.push(http)
-      await listen(http.server, addr).catch((err: unknown) => {
-        throw new Error(describeListenError(err, addr, variable))
+      const listener = newServer({
+        log: logger,
+        output: stdout,
+        config,
+        context,
+        routes: table,
+        warn: warnings.for(logger),
       })
-      const { address, port } = http.server.address() as AddressInfo
+      listeners.push(listener)
+      const { address, port } = await listen(listener, addr, variable)
       log.info({ listener: name, address, port }, `${name} listening`)
       return { address, port }
     },
   }
+  const parts: AddOnParts[] = []
+  let starting = '' // the add-on whose start may fail; '' for the routes' dependencies
+  try {
+    parts.push({ routes: await routes({ build, config, spec, startedAt, lifecycle, log }) })
+    for (const [i, addOn] of addOns.entries()) {
+      starting = addOn.name
+      parts.push((await addOn.start({ ...ctx, config: setup.addOnConfigs[i] as never })) ?? {})
+    }
+  } catch (err) {
+    const fields = { addOn: starting || undefined, err }
+    return failed(fields, `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : err}`)
+  }
+  const table = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
+  const hooks = parts.flatMap((part) => part.hooks ?? [])
+  http = newServer({ log, output: stdout, config, context, routes: table, hooks, warn: warnings.for(log) })
+  http.server.maxConnections = config.maxConnections ?? connectionBudget()
+  try {
+    const { address, port } = await listen(http, config, 'PORT, HOST')
+    log.info({ address, port, commit: build.commit, maxConnections: http.server.maxConnections }, 'listening')
+  } catch (err) {
+    return failed({ port: config.port, host: config.host }, (err as Error).message)
+  }
+  return { http, lifecycle, warnings }
+}
+
+/** listen opens listener on addr, read from the variables named, or rejects with one line saying why not. */
+async function listen({ server }: Listener, { host, port }: Address, names: string): Promise<AddressInfo> {
+  const listening = once(server, 'listening') // rejects on 'error', which a taken port emits
+  server.listen({ port, host: host || undefined })
+  try {
+    await listening
+  } catch (err) {
+    const reasons: Record<string, string> = {
+      EADDRINUSE: `port ${port} (${names}) is already in use`,
+      EACCES: `no permission to use port ${port} (${names})`,
+      EADDRNOTAVAIL: `${host} (${names}) is not an address of this machine`,
+      ENOTFOUND: `${host} (${names}) does not resolve`,
+      EAI_AGAIN: `${host} (${names}) does not resolve`,
+    }
+    const reason = reasons[(err as NodeJS.ErrnoException).code ?? '']
+    throw new Error(
+      reason ? `cannot listen: ${reason}` : `cannot listen on port ${port} (${names}): ${(err as Error).message}`,
+    )
+  }
+  return server.address() as AddressInfo
 }
 
 /**
  * drain is the shutdown after the first stop: /ready turns 503 and connections announce their
- * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish; then the hooks
- * run. It resolves with the exit code, 1 when it ran past SHUTDOWN_TIMEOUT or a hook failed.
+ * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish within
+ * SHUTDOWN_TIMEOUT; then the hooks run. It returns the exit code; forced ends its waits.
  */
-async function drain({ config, log, warnings }: Setup, { http, lifecycle }: Started, forced: AbortSignal) {
+async function drain({ config, log }: Setup, { http, lifecycle, warnings }: Started, forced: AbortSignal) {
   lifecycle.beginDrain()
   http.drain()
-  await sleep(config.shutdownDelayMs, undefined, { signal: forced }).catch(() => {})
-  if (forced.aborted) return exitCodes.failed
+  const delayed = await sleep(config.shutdownDelayMs, true, { signal: forced }).catch(() => false)
+  if (!delayed) return exitCodes.failed
   const started = performance.now()
-  const timeout = new AbortController()
-  const closed = await Promise.race([
-    http.close().then(() => true),
-    sleep(config.shutdownTimeoutMs, false, { signal: AbortSignal.any([timeout.signal, forced]) }).catch(() => false),
-  ])
-  timeout.abort() // the timer must not hold the event loop once the drain is done
-  if (forced.aborted) return exitCodes.failed
+  // The timer is unref'd: a connection still open holds the event loop, and the timer must not.
+  const timedOut = sleep(config.shutdownTimeoutMs, false, { signal: forced, ref: false }).catch(() => false)
+  const closed = await Promise.race([http.close().then(() => true), timedOut])
   const dropped = warnings.dropped()
   if (dropped > 0) log.warn({ dropped }, 'lines about misbehaving clients left out of the log')
   if (!closed) {
@@ -229,53 +213,38 @@ async function drain({ config, log, warnings }: Setup, { http, lifecycle }: Star
     return exitCodes.failed
   }
   const failed = await lifecycle.runHooks(log, started + config.shutdownTimeoutMs)
-  if (failed.length > 0) {
-    log.error({ failed }, 'shutdown finished with failed hooks')
-    return exitCodes.failed
-  }
-  log.info({ durationMs: Math.round(performance.now() - started) }, 'shutdown complete')
-  return exitCodes.ok
+  if (failed.length > 0) log.error({ failed }, 'shutdown finished with failed hooks')
+  else log.info({ durationMs: Math.round(performance.now() - started) }, 'shutdown complete')
+  return failed.length > 0 ? exitCodes.failed : exitCodes.ok
 }
 
+type Started = Exclude<Awaited<ReturnType<typeof start>>, number>
+
 /**
- * listenForStop subscribes to events at once, before anything can fail, so a signal during start-up
- * is not lost. first resolves with the first stop, a signal or a fatal error; second, with the exit
- * code of a signal after it. Fatal errors during the shutdown are logged as they come.
+ * watchStop listens on events at once, so a stop during start-up is not lost. first resolves with
+ * the first stop, a signal or an error; a signal after it aborts forced and resolves second with
+ * its exit code. Errors during the shutdown are logged as they come, once log is set.
  */
-function listenForStop(events: RunInput['events']) {
-  const first = Promise.withResolvers<{ kind: 'signal'; signal: string } | { kind: 'error'; err: Error }>()
+function watchStop(events: RunInput['events']) {
+  const first = Promise.withResolvers<{ signal?: string; err?: Error }>()
   const second = Promise.withResolvers<number>()
-  const stop = {
-    log: undefined as Logger | undefined,
-    failed: false,
-    first: first.promise,
-    second: second.promise,
-    dispose,
-  }
+  const forced = new AbortController()
   let stopping = false
-  function onSignal(signal: string) {
-    if (!stopping) return ((stopping = true), first.resolve({ kind: 'signal', signal }))
+  const onSignal = (signal: string) => {
+    if (!stopping) return ((stopping = true), first.resolve({ signal }))
     stop.log?.error({ signal }, 'second signal: exiting at once')
+    forced.abort()
     second.resolve(128 + (signal === 'SIGINT' ? 2 : 15))
   }
-  function onError(err: unknown) {
+  const onError = (err: unknown) => {
     const error = err instanceof Error ? err : new Error(String(err))
     if (stopping) stop.log?.fatal({ err: error }, 'uncaught error during shutdown')
     stop.failed = stopping = true
-    first.resolve({ kind: 'error', err: error })
+    first.resolve({ err: error })
   }
-  function dispose() {
-    for (const signal of signals) events.off(signal, onSignal)
-    for (const event of errors) events.off(event, onError)
-  }
-  for (const signal of signals) events.on(signal, onSignal)
-  for (const event of errors) events.on(event, onError)
-  return stop
-}
-
-const signals = ['SIGTERM', 'SIGINT'] as const
-const errors = ['uncaughtException', 'unhandledRejection'] as const
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
+  const on = { SIGTERM: onSignal, SIGINT: onSignal, uncaughtException: onError, unhandledRejection: onError }
+  for (const [event, listener] of Object.entries(on)) events.on(event, listener)
+  const dispose = () => Object.entries(on).forEach(([event, listener]) => events.off(event, listener))
+  const stop = { log: undefined as Logger | undefined, failed: false, dispose, forced: forced.signal }
+  return Object.assign(stop, { first: first.promise, second: second.promise })
 }
