@@ -6,27 +6,18 @@ export interface Kind<T> {
 }
 
 /**
- * Var declares one environment variable, in one place: its name, default, kind, meaning and whether
- * its value is secret. The config type, the defaults, the error messages, the README's table (held
- * to this by a test) and redaction all follow from the declaration.
+ * Var declares one environment variable: its name, its default ('' is unset, as an empty value is),
+ * its kind, and whether its value is secret: never in logs, errors or /debug/vars. Its type, error
+ * message and redaction follow; its meaning is in the owner's README, held to this by a test.
  */
 export interface Var<T> extends Kind<T> {
   readonly name: string
-  /** default applies when the variable is unset or empty; '' means unset. */
   readonly default: string
-  /** doc is the README's one-line meaning. */
-  readonly doc: string
-  /** secret values never appear in logs, errors or /debug/vars. */
   readonly secret?: boolean
 }
 
-/** Vars maps config keys to their declarations. */
 export type Vars = Record<string, Var<unknown>>
-
-/** ConfigOf is the parsed configuration that vars declare. */
 export type ConfigOf<V extends Vars> = { readonly [K in keyof V]: V[K] extends Var<infer T> ? T : never }
-
-/** Env is the environment as process.env holds it. */
 export type Env = Readonly<Record<string, string | undefined>>
 
 /** Address is a host and port to listen on; host '' means all interfaces. */
@@ -36,111 +27,47 @@ export interface Address {
 }
 
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
-
-/** LogLevel is one of pino's level labels, or 'silent'. */
 export type LogLevel = (typeof logLevels)[number]
 
+const kind = <T>(expected: string, parse: (raw: string) => T | undefined): Kind<T> => ({ parse, expected })
+
 /** duration reads a Go-style duration ('500ms', '10s', '1m30s') into milliseconds. */
-export const duration: Kind<number> = {
-  parse: parseDuration,
-  expected: 'a duration with a unit, like 500ms, 10s, 1m or 1m30s',
-}
-/** positiveDuration is a duration above zero. */
-export const positiveDuration: Kind<number> = {
-  parse: (raw) => parseDuration(raw) || undefined,
-  expected: 'a duration above zero with a unit, like 500ms, 10s or 1m',
-}
+export const duration = kind('a duration with a unit, like 500ms, 10s, 1m or 1m30s', parseDuration)
+export const positiveDuration = kind('a duration above zero with a unit, like 500ms, 10s or 1m', (raw) => {
+  return parseDuration(raw) || undefined
+})
 /** count reads a count of at least 1, like 250: digits only, no sign, exponent or leading zero. */
-export const count: Kind<number> = {
-  parse: (raw) => (/^[1-9]\d{0,6}$/.test(raw) ? Number(raw) : undefined),
-  expected: 'an integer from 1 to 9999999',
-}
+export const count = kind('an integer from 1 to 9999999', (raw) =>
+  /^[1-9]\d{0,6}$/.test(raw) ? Number(raw) : undefined,
+)
 /** address reads an optional host:port for an add-on's listener: '' (unset) is null, off. */
-export const address: Kind<Address | null> = {
-  parse: parseAddress,
-  expected: 'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)',
-}
-const port: Kind<number> = {
-  parse: (raw) => (/^\d{1,5}$/.test(raw) && Number(raw) <= 65535 ? Number(raw) : undefined),
-  expected: 'an integer from 0 to 65535',
-}
-const size: Kind<number> = { parse: parseSize, expected: 'a size with a unit, like 512B, 16KiB or 1MiB' }
+export const address = kind(
+  'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)',
+  parseAddress,
+)
+const port = kind('an integer from 0 to 65535', (raw) => (/^\d{1,5}$/.test(raw) && +raw <= 65535 ? +raw : undefined))
+const host = kind('a host name or IP address', (raw) => (/^[\w.:%-]*$/.test(raw) ? raw : undefined))
+const logLevel = kind(`one of ${logLevels.join(', ')}`, (raw) => logLevels.find((level) => level === raw))
+const size = kind('a size with a unit, like 512B, 16KiB or 1MiB', parseSize)
 
 /** optional makes kind take '' (unset) as null, off: for a limit or feature with no default. */
-export function optional<T>(kind: Kind<T>): Kind<T | null> {
-  return { parse: (raw) => (raw === '' ? null : kind.parse(raw)), expected: kind.expected }
+export function optional<T>(of: Kind<T>): Kind<T | null> {
+  return kind(of.expected, (raw) => (raw === '' ? null : of.parse(raw)))
 }
 
-/** coreVars declares the variables of the core service; add-ons declare their own. */
+/** coreVars declares the variables of the core service (README.md, Configuration); add-ons declare their own. */
 export const coreVars = {
-  port: {
-    name: 'PORT',
-    default: '8080',
-    ...port,
-    doc: 'TCP port; `0` picks any free port (the `listening` log line says which)',
-  },
-  host: {
-    name: 'HOST',
-    default: '',
-    parse: (raw: string) => (/^[\w.:%-]*$/.test(raw) ? raw : undefined),
-    expected: 'a host name or IP address',
-    doc: 'address or host name to listen on, e.g. `127.0.0.1`; unset: all interfaces',
-  },
-  logLevel: {
-    name: 'LOG_LEVEL',
-    default: 'info',
-    parse: (raw: string) => logLevels.find((level) => level === raw),
-    expected: `one of ${logLevels.join(', ')}`,
-    doc: '`trace`, `debug`, `info`, `warn`, `error`, `fatal` or `silent`',
-  },
-  shutdownDelayMs: {
-    name: 'SHUTDOWN_DELAY',
-    default: '0s',
-    ...duration,
-    doc: 'after a stop signal, keep serving this long while load balancers stop sending; at least their detection time (see Shutdown)',
-  },
-  shutdownTimeoutMs: {
-    name: 'SHUTDOWN_TIMEOUT',
-    default: '10s',
-    ...duration,
-    doc: 'how long the drain may take after the delay before the exit is forced',
-  },
-  headersTimeoutMs: {
-    name: 'HEADERS_TIMEOUT',
-    default: '10s',
-    ...positiveDuration,
-    doc: 'time a client has to send the request line and headers (slowloris); then 408 and the connection closes',
-  },
-  requestTimeoutMs: {
-    name: 'REQUEST_TIMEOUT',
-    default: '30s',
-    ...positiveDuration,
-    doc: 'time a client has to send the whole request, body included; then 408. At least `HEADERS_TIMEOUT`',
-  },
-  keepAliveTimeoutMs: {
-    name: 'KEEP_ALIVE_TIMEOUT',
-    default: '65s',
-    ...positiveDuration,
-    doc: "how long an idle keep-alive connection stays open; keep it above your load balancer's idle timeout (60 s on AWS ALB and GCP) or it will sporadically answer 502",
-  },
-  maxHeaderBytes: {
-    name: 'MAX_HEADER_SIZE',
-    default: '16KiB',
-    ...size,
-    doc: 'largest request line plus headers; larger gets 431',
-  },
-  maxBodyBytes: {
-    name: 'MAX_BODY_SIZE',
-    default: '1MiB',
-    ...size,
-    doc: 'largest body `readBody` and `readJSON` accept; larger gets 413',
-  },
-  maxConnections: {
-    name: 'MAX_CONNECTIONS',
-    default: '',
-    ...optional(count),
-    doc: "most connections open at once; past it new ones are closed and logged. unset: the file-descriptor limit less a tenth (at least 32), kept for the service's own files",
-  },
+  port: { name: 'PORT', default: '8080', ...port },
+  host: { name: 'HOST', default: '', ...host },
+  logLevel: { name: 'LOG_LEVEL', default: 'info', ...logLevel },
+  shutdownDelayMs: { name: 'SHUTDOWN_DELAY', default: '0s', ...duration },
+  shutdownTimeoutMs: { name: 'SHUTDOWN_TIMEOUT', default: '10s', ...duration },
+  headersTimeoutMs: { name: 'HEADERS_TIMEOUT', default: '10s', ...positiveDuration },
+  requestTimeoutMs: { name: 'REQUEST_TIMEOUT', default: '30s', ...positiveDuration },
+  keepAliveTimeoutMs: { name: 'KEEP_ALIVE_TIMEOUT', default: '65s', ...positiveDuration },
+  maxHeaderBytes: { name: 'MAX_HEADER_SIZE', default: '16KiB', ...size },
+  maxBodyBytes: { name: 'MAX_BODY_SIZE', default: '1MiB', ...size },
+  maxConnections: { name: 'MAX_CONNECTIONS', default: '', ...optional(count) },
 } satisfies Vars
 
 /** Config is the core service's configuration. */

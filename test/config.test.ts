@@ -52,7 +52,6 @@ describe('parseConfig', () => {
         default: '',
         parse: (raw: string) => (raw.startsWith('postgres://') ? raw : undefined),
         expected: 'a postgres:// URL',
-        doc: '',
         secret: true,
       },
       poolSize: {
@@ -60,7 +59,6 @@ describe('parseConfig', () => {
         default: '4',
         parse: (raw: string) => (/^\d+$/.test(raw) ? Number(raw) : undefined),
         expected: 'a number',
-        doc: '',
       },
     } satisfies Vars
     const bad = parseConfig({ DATABASE_URL: 'mysql://root:hunter2@db' }, vars)

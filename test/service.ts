@@ -236,15 +236,18 @@ export async function assertProblem(res: Response, status: number, detail?: RegE
   return body
 }
 
-/** readmeTable returns the rows of the first table after heading in markdown, without the header. */
+/**
+ * readmeTable returns the first two cells, variable and default, of the rows of the first table
+ * after heading in markdown, without the header.
+ */
 export function readmeTable(markdown: string, heading: string): string[][] {
   const lines = markdown.slice(markdown.indexOf(`\n${heading}\n`)).split('\n')
   const start = lines.findIndex((line) => line.startsWith('|'))
   const end = lines.findIndex((line, i) => i > start && !line.startsWith('|'))
-  return lines.slice(start + 2, end).map((line) => line.slice(2, -2).split(' | '))
+  return lines.slice(start + 2, end).map((line) => line.slice(2, -2).split(' | ').slice(0, 2))
 }
 
-/** declaredRows renders declared variables as README rows: name, default (or unset), meaning. */
+/** declaredRows renders declared variables as the first two cells of README rows: name, default (or unset). */
 export function declaredRows(vars: Vars): string[][] {
-  return Object.values(vars).map((v) => [`\`${v.name}\``, v.default === '' ? 'unset' : `\`${v.default}\``, v.doc])
+  return Object.values(vars).map((v) => [`\`${v.name}\``, v.default === '' ? 'unset' : `\`${v.default}\``])
 }

@@ -8,7 +8,6 @@ export const debugVars = {
     name: 'DEBUG_ADDR',
     default: '',
     ...address,
-    doc: '`host:port` of the debug listener (profiles, runtime state): `127.0.0.1:6060`, `localhost:6060`, `[::1]:6060`, or `:6060` for all interfaces; unset: off',
   },
 } satisfies Vars
 

@@ -12,7 +12,6 @@ export const itemsVars = {
     default: ':memory:',
     parse: (raw: string) => raw,
     expected: 'a file path or :memory:',
-    doc: "the items example's SQLite file, created if missing; `:memory:` keeps the items in memory until the process exits",
   },
 } satisfies Vars
 

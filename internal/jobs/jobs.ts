@@ -61,7 +61,6 @@ export function jobVars(jobs: readonly Job[]): Vars {
       default: 'off',
       parse: (raw) => (raw === 'on' ? true : raw === 'off' ? false : undefined),
       expected: '`on` or `off`',
-      doc: '`on` runs the jobs of `internal/jobs/job-list.ts` in this process; unset or `off`: none',
     },
   }
   for (const job of jobs) {
@@ -76,7 +75,6 @@ export function jobVars(jobs: readonly Job[]): Vars {
       default: job.schedule,
       parse: parseSchedule,
       expected: 'off, a duration like 30s or 1h, or a cron expression like */5 * * * *',
-      doc: `when \`${job.name}\` runs: every duration ± ${Math.round((job.jitter ?? 0.1) * 100)} %, at a cron expression's times, or \`off\``,
     }
   }
   return vars

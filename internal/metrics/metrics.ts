@@ -10,7 +10,6 @@ export const metricsVars = {
     name: 'METRICS_ADDR',
     default: '',
     ...address,
-    doc: '`host:port` of the metrics listener (`GET /metrics`, Prometheus text format): `:9464` for all interfaces, which a scraper in the pod network needs, or `127.0.0.1:9464`; unset: off',
   },
 } satisfies Vars
 

@@ -17,7 +17,6 @@ export function newQueueVars(queues: readonly string[]) {
         parse: parseAmqpUrl,
         expected: 'an amqp:// or amqps:// URL, like amqp://user:password@rabbitmq:5672/vhost',
       }),
-      doc: 'the RabbitMQ broker to consume from, `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); unset: off',
       secret: true,
     },
     queues: {
@@ -25,27 +24,23 @@ export function newQueueVars(queues: readonly string[]) {
       default: '',
       parse: (raw: string) => parseQueues(raw, queues),
       expected: `a comma-separated list of queues from internal/queue/handlers.ts (${queues.join(', ')})`,
-      doc: 'the queues to consume, comma-separated, of those `handlers.ts` lists; unset: all of them',
     },
     prefetch: {
       name: 'QUEUE_PREFETCH',
       default: '10',
       parse: (raw: string) => parseInteger(raw, 1, 65535),
       expected: 'an integer from 1 to 65535',
-      doc: 'most messages of one queue an instance handles at once (the prefetch): raise it for handlers that wait, lower it for handlers that compute',
     },
     maxRetries: {
       name: 'QUEUE_MAX_RETRIES',
       default: '5',
       parse: (raw: string) => parseInteger(raw, 0, 100),
       expected: 'an integer from 0 to 100',
-      doc: 'how often a failed message is tried again before it is dead-lettered (moved to `<queue>.dlq`)',
     },
     retryDelayMs: {
       name: 'QUEUE_RETRY_DELAY',
       default: '1s',
       ...duration,
-      doc: 'how long a failed message waits before it goes back to the queue, doubled at each retry (1s, 2s, 4s…), at most 1m',
     },
   } satisfies Vars
 }

@@ -12,20 +12,17 @@ export const sheddingVars = {
     name: 'SHED_MAX_INFLIGHT',
     default: '',
     ...optional(count),
-    doc: 'most requests in flight on the public port, probes included; past it, a request answers 503 (probes never do); unset: no cap',
   },
   maxEventLoopDelayMs: {
     name: 'SHED_MAX_EVENT_LOOP_DELAY',
     default: '',
     ...optional(positiveDuration),
-    doc: 'while the event loop runs later than this (mean over the last 50 ms), requests answer 503 (probes never do); unset: never',
   },
   retryAfterSeconds: {
     name: 'SHED_RETRY_AFTER',
     default: '1s',
     parse: parseSeconds,
     expected: 'a whole number of seconds, like 1s, 5s or 1m',
-    doc: 'the `Retry-After` a shed request gets',
   },
 } satisfies Vars
 
