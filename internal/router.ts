@@ -28,8 +28,7 @@ export type Handler<P = Params, R = unknown> = (
   params: P,
 ) => void | Promise<void>
 
-/** MethodHandlers maps the methods of one route to their handlers. */
-export type MethodHandlers<Template extends string = string> = Partial<Record<Method, Handler<Params<Template>>>>
+type MethodHandlers<Template extends string = string> = Partial<Record<Method, Handler<Params<Template>>>>
 
 /**
  * Routes maps OpenAPI path templates, the strings openapi.yaml uses ('/items/{id}'), to their
@@ -59,74 +58,63 @@ export function typedRoutes<Operations>() {
 
 type ResponsesOf<Operation> = Operation extends { responses: infer R } ? R : never
 
-/** Route is one compiled entry of the table. */
-export interface Route {
-  readonly template: string
-  readonly handlers: ReadonlyMap<string, Handler>
-  /** allow is the value of the Allow header: the methods, HEAD included where GET is. */
-  readonly allow: string
-}
-
-/** Match is what a path resolves to: the route and its parameters, or 'malformed' for bad %-encoding. */
-export type Match = { route: Route; params: Params } | 'malformed' | undefined
+type Route = { template: string; handlers: Map<string, Handler>; allow: string }
 
 // Segments of URL characters, a parameter a whole segment: nothing a log line would need to escape.
 const templatePattern = /^(?:\/(?:[\w\-.~!$&'()*+,;=:@%]*|\{\w+\}))+$/
 const noParams: Params = Object.freeze({})
 
 /**
- * newRouter compiles table and returns its lookup. A static path is one Map lookup, however many
- * routes there are, and its match is made once; other paths try the parameterised templates, the
- * most specific first: where two differ first, the static segment. It throws for a template that
- * is not one, and for two that match the same paths.
+ * newRouter compiles table and returns its lookup: a path's route and percent-decoded parameters,
+ * 'malformed' for a parameter that does not decode, or undefined. A static path is one Map lookup;
+ * other paths try the parameterised templates, the most specific first: where two differ first,
+ * the static segment. It throws for a template that is not one, and for two that match the same paths.
  */
-export function newRouter(table: Routes): (path: string) => Match {
+export function newRouter(table: Routes): (path: string) => { route: Route; params: Params } | 'malformed' | undefined {
   const exact = new Map<string, { route: Route; params: Params }>()
-  const parameterised: { route: Route; segments: string[] }[] = []
+  const parameterised: { route: Route; segments: string[]; shape: string }[] = []
   const shapes = new Map<string, string>()
   for (const [template, methods] of Object.entries(table)) {
-    if (!templatePattern.test(template))
-      throw new Error(`route ${template}: not an OpenAPI path template of whole-segment parameters`)
-    const shape = template.replace(/\{\w+\}/g, '{}')
+    // A parameter sorts after every URL character, so the static segment comes first.
+    const shape = template.replace(/\{\w+\}/g, '\uffff')
+    if (!templatePattern.test(template)) throw new Error(`route ${template}: not an OpenAPI path template`)
     if (shapes.has(shape)) throw new Error(`route ${template}: matches the same paths as ${shapes.get(shape)}`)
     shapes.set(shape, template)
     const handlers = new Map(Object.entries(methods) as [string, Handler][])
-    const get = handlers.get('GET')
-    if (get !== undefined && !handlers.has('HEAD')) handlers.set('HEAD', get)
+    if (handlers.has('GET') && !handlers.has('HEAD')) handlers.set('HEAD', handlers.get('GET')!)
     const route = { template, handlers, allow: [...handlers.keys()].join(', ') }
-    if (template.includes('{')) parameterised.push({ route, segments: template.split('/') })
-    else exact.set(template, { route, params: noParams })
+    if (shape === template) exact.set(template, { route, params: noParams })
+    else parameterised.push({ route, segments: template.split('/'), shape })
   }
-  parameterised.sort((a, b) => {
-    const i = a.segments.findIndex((segment, i) => isParam(segment) !== isParam(b.segments[i] ?? ''))
-    return i === -1 ? 0 : isParam(a.segments[i] ?? '') ? 1 : -1
-  })
-  return (path) => {
+  parameterised.sort((a, b) => (a.shape < b.shape ? -1 : 1))
+  return (path: string) => {
     const match = exact.get(path)
     if (match !== undefined || parameterised.length === 0) return match
     const segments = path.split('/')
-    const found = parameterised.find((p) => p.segments.length === segments.length && matches(p.segments, segments))
-    return found && withParams(found.route, found.segments, segments)
-  }
-}
-
-function isParam(segment: string): boolean {
-  return segment.charCodeAt(0) === 123 /* { */
-}
-
-function matches(template: string[], segments: string[]): boolean {
-  return template.every((segment, i) => (isParam(segment) ? segments[i] !== '' : segment === segments[i]))
-}
-
-/** withParams returns the match of route with its parameters percent-decoded, or 'malformed'. */
-function withParams(route: Route, template: string[], segments: string[]): Match {
-  const params: Record<string, string> = {}
-  try {
-    for (const [i, segment] of template.entries()) {
-      if (isParam(segment)) params[segment.slice(1, -1)] = decodeURIComponent(segments[i] ?? '')
+    for (const { route, segments: template } of parameterised) {
+      if (template.length !== segments.length) continue
+      const params = matchParams(template, segments)
+      if (params === null) return 'malformed'
+      if (params !== undefined) return { route, params }
     }
-  } catch {
-    return 'malformed'
+    return undefined
   }
-  return { route, params }
+}
+
+/** matchParams returns the decoded parameters of segments if they match template; null if one does not decode. */
+function matchParams(template: string[], segments: string[]): Params | null | undefined {
+  const params: Record<string, string> = {}
+  for (const [i, segment] of template.entries()) {
+    const value = segments[i] ?? ''
+    if (segment.charCodeAt(0) !== 123 /* { */) {
+      if (segment !== value) return undefined
+    } else if (value === '') return undefined
+    else params[segment.slice(1, -1)] = value
+  }
+  try {
+    for (const name in params) params[name] = decodeURIComponent(params[name]!)
+  } catch {
+    return null
+  }
+  return params
 }
