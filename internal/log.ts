@@ -76,15 +76,12 @@ export function newStdoutOutput(
   // EAGAIN, never waits, and the stream queues the rest until the reader is back.
   const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
   backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
-  let dropped = 0
-  let idle: (() => void)[] = []
-  function onWritten() {
-    if (backlog === undefined || backlog.writableLength > 0) return
-    for (const resolve of idle) resolve()
-    idle = []
+  // Lines are dropped only past the stream's high-water mark, so 'drain' follows once it is empty.
+  backlog?.on('drain', () => {
     if (dropped > 0) output.onDropped?.(dropped)
     dropped = 0
-  }
+  })
+  let dropped = 0
   let batch = '' // the lines of this turn, waiting for its end
   let lastWrite = -Infinity
   function writeBatch() {
@@ -95,7 +92,7 @@ export function newStdoutOutput(
   }
   function send(data: string) {
     let rest: string | Buffer = data
-    if (backlog === undefined || backlog.writableLength === 0) {
+    if (!backlog?.writableLength) {
       let written = 0
       try {
         written = writeSync(fd, data)
@@ -111,7 +108,7 @@ export function newStdoutOutput(
     // Whole lines that fit under the bound are queued; the rest are dropped and counted.
     const room = maxQueuedBytes - backlog.writableLength
     const fits = rest.length <= room ? rest.length : rest.lastIndexOf('\n', room - 1) + 1
-    if (fits > 0) backlog.write(rest.slice(0, fits), onWritten)
+    if (fits > 0) backlog.write(rest.slice(0, fits))
     for (let i = rest.indexOf('\n', fits); i !== -1; i = rest.indexOf('\n', i + 1)) dropped++
   }
   const output: StdoutOutput = {
@@ -128,10 +125,10 @@ export function newStdoutOutput(
     },
     flush(timeoutMs) {
       if (batch !== '') writeBatch()
-      if (backlog === undefined || backlog.writableLength === 0) return Promise.resolve()
+      if (!backlog?.writableLength) return Promise.resolve()
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, timeoutMs)
-        idle.push(() => resolve(clearTimeout(timer)))
+        backlog.write('', () => resolve(clearTimeout(timer))) // called once all before it is written
       })
     },
   }
