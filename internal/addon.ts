@@ -1,43 +1,25 @@
 import type { BuildInfo } from './build-info.ts'
 import type { Address, Config, ConfigOf, Vars } from './config.ts'
+import type { Connections } from './connections.ts'
 import type { Lifecycle } from './lifecycle.ts'
 import type { Logger } from './log.ts'
 import type { Routes } from './router.ts'
-import type { Connections } from './connections.ts'
 import type { RequestHooks } from './server.ts'
 
 /**
- * AddOn is an optional capability: a folder of its own under internal/ (code, variables, docs,
- * tests), wired into the service by one line in cmd/server/main.ts and removed by deleting both.
- * The core never imports one; an add-on sees the service only through AddOnContext.
+ * AddOn is an optional capability: a folder under internal/ (code, variables, docs, tests), wired
+ * in by one line in cmd/server/main.ts and removed by deleting both. The core never imports one.
  */
 export interface AddOn<V extends Vars = Vars> {
   readonly name: string
-  /** vars declares the variables it reads; they are parsed, and their problems reported, with the core's. */
+  /** vars are parsed, and their problems reported, with the core's. */
   readonly vars: V
   /**
-   * start runs once at start-up, before the public port opens: it opens what the add-on needs
-   * (registering cleanup with lifecycle.onShutdown), and returns its public routes and request
-   * hooks, if any. A throw stops the start with exit code 1 and its message logged.
+   * start runs before the public port opens: it opens what the add-on needs, registering cleanup
+   * with lifecycle.onShutdown, and returns its public routes and request hooks. A throw stops the
+   * start with exit code 1 and its message logged.
    */
   start: (ctx: AddOnContext<ConfigOf<V>>) => AddOnParts | void | Promise<AddOnParts | void>
-}
-
-/** AddOnEntry is one line of cmd/server/main.ts: an add-on, imported only when it is switched on. */
-export interface AddOnEntry {
-  /** on names the variables that switch the add-on on: it loads when one is set; none listed, always. */
-  readonly on: readonly string[]
-  /** load imports the add-on's module, which exports it as `addOn`. */
-  readonly load: () => Promise<{ addOn: AddOn<any> }>
-}
-
-/**
- * loadAddOns imports the add-ons env switches on: one that is off costs no import and no start-up
- * work (README.md, Performance).
- */
-export function loadAddOns(entries: readonly AddOnEntry[], env: Readonly<Record<string, string | undefined>>) {
-  const on = entries.filter((entry) => entry.on.length === 0 || entry.on.some((name) => env[name]))
-  return Promise.all(on.map(async (entry) => (await entry.load()).addOn))
 }
 
 /** AddOnParts is what an add-on adds to the public server. */
@@ -46,7 +28,7 @@ export interface AddOnParts {
   hooks?: RequestHooks
 }
 
-/** AddOnContext is what an add-on gets from the service. */
+/** AddOnContext is what an add-on sees of the service. */
 export interface AddOnContext<C> {
   /** config holds the add-on's own variables; core the service's. */
   config: C
@@ -60,17 +42,29 @@ export interface AddOnContext<C> {
   /** effectiveConfig returns every variable's value, core and add-ons, secrets redacted. */
   effectiveConfig: () => Record<string, Record<string, unknown>>
   /**
-   * serve opens a listener of the add-on's own on addr with routes, handled like the public port's
-   * requests (ids, access log, 404/405, problem+json) and logged as `listener: name`. It stays up
-   * while the service drains and is closed, cutting what is left, after the shutdown hooks. When it
-   * cannot listen, it rejects with one line that names variable, the one addr was read from.
+   * serve opens a listener of the add-on's own on addr, handled as the public port is and logged
+   * as `listener: name`; quiet leaves successful requests out of the access log. It stays up while
+   * the service drains, and is cut after the shutdown hooks. It rejects with one line naming
+   * variable, the one addr was read from, when it cannot listen.
    */
   serve: (
     name: string,
     addr: Address,
     routes: Routes,
     variable: string,
-    /** quiet leaves successful requests (a scraper's, every few seconds) out of the access log. */
     options?: { quiet?: boolean },
   ) => Promise<{ address: string; port: number }>
+}
+
+/** AddOnEntry is one line of cmd/server/main.ts: load imports the add-on when a variable of on is set. */
+export interface AddOnEntry {
+  /** on lists the variables that switch the add-on on; none: always on. */
+  readonly on: readonly string[]
+  readonly load: () => Promise<{ addOn: AddOn<any> }>
+}
+
+/** loadAddOns imports the add-ons env switches on: one that is off costs nothing (README.md, Performance). */
+export function loadAddOns(entries: readonly AddOnEntry[], env: Readonly<Record<string, string | undefined>>) {
+  const on = entries.filter((entry) => entry.on.length === 0 || entry.on.some((name) => env[name]))
+  return Promise.all(on.map(async (entry) => (await entry.load()).addOn))
 }

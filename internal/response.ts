@@ -5,11 +5,10 @@ type Callback = (err?: Error | null) => void
 type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
 
 /**
- * TrackedResponse is the response decorator, the counterpart of a Go ResponseWriter wrapper: the
- * server creates one per request (`createServer({ ServerResponse: TrackedResponse })`), so it costs
- * no wrapper object and loses no capability: every method it does not override keeps working. It
- * counts the body bytes, remembers when the request started and which route it matched, and adds
- * the headers every response carries. The access log and the add-ons' hooks read it on 'close'.
+ * TrackedResponse is the response decorator, a Go ResponseWriter wrapper's counterpart: node:http
+ * creates it (`createServer({ ServerResponse: TrackedResponse })`), so it costs no wrapper and
+ * loses no capability. It counts body bytes, keeps what the access log and the add-ons' hooks read
+ * on 'close', and adds the headers every response carries.
  */
 export class TrackedResponse extends ServerResponse {
   /** startedAt is performance.now() when the request's headers were parsed. */
@@ -22,7 +21,7 @@ export class TrackedResponse extends ServerResponse {
   path = ''
   /** route is the template of the matched route ('/items/{id}'), '' when none matched. */
   route = ''
-  /** refused is true when an admit hook answered the request itself (shed it): the hook logs those, summarised. */
+  /** refused is true when an admit hook answered the request itself (shed it); the hook logs it. */
   refused = false
   /** trace is the request's W3C trace context: formatTraceparent(res.trace) continues it downstream. */
   trace: TraceContext = noTrace
@@ -54,9 +53,8 @@ export class TrackedResponse extends ServerResponse {
   }
 
   /**
-   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff`. Given one headers object,
-   * as handlers here do, they join a copy that Node writes on its fast path: a setHeader() per
-   * header would cost more than routing the request.
+   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff`: to a copy of a headers
+   * object, which Node writes on its fast path, as a setHeader() costs more than routing.
    */
   override writeHead(statusCode: number, reasonOrHeaders?: string | Headers, maybeHeaders?: Headers): this {
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined
@@ -72,8 +70,7 @@ export class TrackedResponse extends ServerResponse {
     return reason === undefined ? super.writeHead(statusCode, headers) : super.writeHead(statusCode, reason, headers)
   }
 
-  // One signature for every overload: Node sorts out which optional argument is which, and
-  // write's return value (false: wait for 'drain') goes back untouched.
+  // One signature for every overload: Node sorts out which optional argument is which.
   override write(chunk: unknown, encoding?: BufferEncoding | Callback, callback?: Callback): boolean {
     if (!this.writableEnded && !this.destroyed) this.#written += byteLength(chunk, encoding)
     return super.write(chunk, encoding as BufferEncoding, callback)

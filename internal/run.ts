@@ -11,7 +11,7 @@ import { type Logger, type LogOutput, newLogger, newWarnings } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 import type { Routes } from './router.ts'
 import { type RouteDeps, newRoutes } from './routes.ts'
-import { type Listener, newServer } from './server.ts'
+import { type Listener, newServer, type RequestHooks } from './server.ts'
 
 /** RunInput is what run() takes from the process; tests hand in their own. */
 export interface RunInput {
@@ -105,6 +105,8 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
     await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs)
     return exitCodes.failed
   }
+  const newListener = (log: Logger, routes: Routes, hooks?: RequestHooks[]) =>
+    newServer({ log, output: stdout, config, context, routes, hooks, warn: warnings.for(log) })
   let http: Listener | undefined
   const ctx: Omit<AddOnContext<unknown>, 'config'> = {
     core: config,
@@ -124,14 +126,7 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
     },
     serve: async (name, addr, table, variable, options) => {
       const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
-      const listener = newServer({
-        log: logger,
-        output: stdout,
-        config,
-        context,
-        routes: table,
-        warn: warnings.for(logger),
-      })
+      const listener = newListener(logger, table)
       listeners.push(listener)
       const { address, port } = await listen(listener, addr, variable)
       log.info({ listener: name, address, port }, `${name} listening`)
@@ -150,9 +145,12 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
     const fields = { addOn: starting || undefined, err }
     return failed(fields, `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : err}`)
   }
-  const table = Object.assign({}, ...parts.map((part) => part.routes)) as Routes
-  const hooks = parts.flatMap((part) => part.hooks ?? [])
-  http = newServer({ log, output: stdout, config, context, routes: table, hooks, warn: warnings.for(log) })
+  const table: Routes = Object.assign({}, ...parts.map((part) => part.routes))
+  http = newListener(
+    log,
+    table,
+    parts.flatMap((part) => part.hooks ?? []),
+  )
   http.server.maxConnections = config.maxConnections ?? connectionBudget()
   try {
     const { address, port } = await listen(http, config, 'PORT, HOST')

@@ -10,29 +10,21 @@ export interface TraceContext {
   flags: string
 }
 
-// version "-" trace-id "-" parent-id "-" trace-flags, lowercase hex only
-// (https://www.w3.org/TR/trace-context/#traceparent-header-field-values).
-const traceparentPattern = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/
-const zeroTraceId = '0'.repeat(32)
-const zeroSpanId = '0'.repeat(16)
+// version "-" trace-id "-" parent-id "-" trace-flags, lowercase hex; version ff and all-zero ids
+// are invalid (https://www.w3.org/TR/trace-context/#traceparent-header-field-values).
+const traceparentPattern = /^(?!ff)([0-9a-f]{2})-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/
+
+const zeros = '0'.repeat(32)
 
 /**
- * parseTraceparent validates a `traceparent` header strictly: two lowercase hex digits of version
- * (not ff), a non-zero 32-digit trace id, a non-zero 16-digit parent id, two digits of flags. A
- * version-00 header has nothing after the flags; a later version may add fields after a dash.
- * It returns undefined for anything else, so the caller starts a new trace.
+ * parseTraceparent validates a `traceparent` header strictly, or returns undefined, so the caller
+ * starts a new trace. A version-00 header ends at the flags; a later version may add fields after
+ * a dash. Node joins repeated headers with ', ', which fails the pattern: two are invalid.
  */
-export function parseTraceparent(
-  header: string | string[] | undefined,
-): { traceId: string; parentId: string; flags: string } | undefined {
-  // Node joins repeated headers with ', ', which fails the pattern: two traceparents are invalid.
-  if (typeof header !== 'string' || header.length < 55) return undefined
-  const match = traceparentPattern.exec(header)
-  if (match === null) return undefined
-  const [, version, traceId = '', parentId = '', flags = '', rest] = match
-  if (version === 'ff' || (version === '00' && rest !== undefined)) return undefined
-  if (traceId === zeroTraceId || parentId === zeroSpanId) return undefined
-  return { traceId, parentId, flags }
+export function parseTraceparent(header: string | string[] | undefined) {
+  const match = typeof header === 'string' ? traceparentPattern.exec(header) : null
+  if (match === null || (match[1] === '00' && match[5] !== undefined)) return undefined
+  return { traceId: match[2]!, parentId: match[3]!, flags: match[4]! }
 }
 
 /** formatTraceparent writes the `traceparent` a handler sends with its calls, continuing this request's trace. */
@@ -56,7 +48,7 @@ export function newIdSource(): { traceId: () => string; spanId: () => string } {
     }
     const id = hex.slice(offset, (offset += chars))
     // All-zero ids are invalid; the chance is 2^-64 or less, but the spec forbids them outright.
-    return id === zeroTraceId || id === zeroSpanId ? next(chars) : id
+    return zeros.startsWith(id) ? next(chars) : id
   }
   return { traceId: () => next(32), spanId: () => next(16) }
 }
