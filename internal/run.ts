@@ -143,7 +143,10 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
     }
   } catch (err) {
     const fields = { addOn: starting || undefined, err }
-    return failed(fields, `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : err}`)
+    return failed(
+      fields,
+      `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : String(err)}`,
+    )
   }
   const table: Routes = Object.assign({}, ...parts.map((part) => part.routes))
   http = newListener(
