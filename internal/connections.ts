@@ -129,7 +129,6 @@ export function newConnections(
       const idle = inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => (whenIdle = resolve))
       server.close()
       server.closeAllConnections()
-      for (const socket of sockets) socket.destroy()
       await idle
     },
   }
