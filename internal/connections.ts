@@ -2,6 +2,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger, Warn } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 
@@ -34,8 +35,7 @@ export interface Connections {
 // queues an answer for each. Past this many unanswered requests the connection is cut: what one
 // connection can make the service hold is this many responses (README.md, Hostile input).
 export const maxPipelined = 16
-// How long the drain waits for just-accepted connections to send their request, and for ended
-// responses to reach the kernel, before it closes the connections left idle.
+// How long the drain waits for just-accepted connections to send their first request.
 const settleMs = 1000
 const queued = Symbol('queued') // the connection's responses in flight, oldest first
 const latest = Symbol('latest') // the latest response admitted on the connection
@@ -176,12 +176,9 @@ async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<
   NetServer.prototype.close.call(server)
   // The count is final now: with it a client tells a refused connection from a lost one.
   log.info({ inflight: inflight(), accepted: state.accepted }, 'stopped accepting connections')
-  // Node 22 and 24's closeIdleConnections() skip connections that never sent a byte, and destroy
-  // those whose ended response is still being flushed. Wait, briefly, until neither kind is left.
+  // Give connections just accepted a moment to send their first request.
   const deadline = performance.now() + settleMs
-  while (performance.now() < deadline && [...sockets].some(isUnsettled)) {
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
+  while (performance.now() < deadline && [...sockets].some((s) => s.bytesRead === 0)) await sleep(5)
   for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
   server.closeIdleConnections()
   await closed
@@ -211,10 +208,4 @@ export function closeAfter(res: TrackedResponse) {
 /** latestResponse returns the response to the latest request received on socket, if any. */
 export function latestResponse(socket: Socket): TrackedResponse | undefined {
   return (socket as TrackedSocket)[latest]
-}
-
-/** isUnsettled tells whether socket, with no request being handled, is still receiving or sending. */
-function isUnsettled(socket: TrackedSocket): boolean {
-  if (socket[queued].length > 0) return false
-  return socket.bytesRead === 0 || socket.writableLength > 0 || (socket.writableEnded && !socket.destroyed)
 }
