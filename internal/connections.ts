@@ -168,9 +168,6 @@ function watch(server: HTTPServer, warn: Warn) {
 async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: () => number) {
   const { sockets } = state
   const closed = once(server, 'close')
-  // Connections the kernel completed but Node has not accepted yet would be reset by closing the
-  // listener now; the poll phase before setImmediate accepts them first.
-  await new Promise((resolve) => setImmediate(resolve))
   // net's close, not http's: http's also destroys connections that have not sent a request yet,
   // among them those just accepted whose request is on its way.
   NetServer.prototype.close.call(server)
