@@ -177,9 +177,8 @@ async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<
   const deadline = performance.now() + settleMs
   while (performance.now() < deadline && [...sockets].some((s) => s.bytesRead === 0)) await sleep(5)
   for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
-  server.closeIdleConnections()
+  server.close() // http's close now: it closes the idle connections and stops Node's timeout checks
   await closed
-  server.close() // lets Node release its own connection tracking
 }
 
 /** closeQueued closes the responses still queued on socket, which closed: Node 22 never does. */
