@@ -5,20 +5,16 @@ import type { Duplex } from 'node:stream'
 import { latestResponse } from './connections.ts'
 import type { Warn } from './log.ts'
 
-// What Node's parser reports, and what the client is told. Everything else is a 400.
-const statusByCode: Record<string, number> = {
-  ERR_HTTP_REQUEST_TIMEOUT: 408, // HEADERS_TIMEOUT or REQUEST_TIMEOUT ran out (slowloris)
-  HPE_HEADER_OVERFLOW: 431, // request line plus headers above MAX_HEADER_SIZE, long URLs included
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+// What the client is told of what Node's parser reports; anything else is a 400.
+const problems: Record<string, [status: number, detail: string]> = {
+  // HEADERS_TIMEOUT or REQUEST_TIMEOUT ran out (slowloris)
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'The request took too long to arrive.'],
+  // the request line plus headers above MAX_HEADER_SIZE, long URLs included
+  HPE_HEADER_OVERFLOW: [431, 'The request line or headers are too large.'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'The request is too large.'],
+  CONNECT: [405, 'CONNECT is not supported.'],
 }
-
-const details: Record<number, string> = {
-  400: 'The request is not valid HTTP/1.1.',
-  405: 'CONNECT is not supported.',
-  408: 'The request took too long to arrive.',
-  413: 'The request is too large.',
-  431: 'The request line or headers are too large.',
-}
+const invalid: [number, string] = [400, 'The request is not valid HTTP/1.1.']
 
 /**
  * rejectedChannel carries `{ status }` for every request Node's parser rejected before a handler had
@@ -29,41 +25,31 @@ export const rejectedChannel = channel('kickstart.http.rejected')
 /**
  * handleClientError answers what Node's parser rejects outside a handler (malformed syntax,
  * oversized headers, header timeouts) with problem+json written straight to the socket, then
- * releases the socket whatever the client does. It answers nothing the client cannot expect: in
- * the middle of a response, after the answer to the request the bad bytes belong to, or after a
- * response that announced the connection's close. Clients that reset or leave mid-request are
- * dropped quietly; the rest are logged through warn.
+ * releases the socket whatever the client does. It answers nothing the client cannot expect (see
+ * isUnexpected). Clients that reset or leave mid-request are dropped quietly; the rest are logged.
  */
 export function handleClientError(warn: Warn, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) return void socket.destroy()
-    const status = statusByCode[err.code ?? ''] ?? 400
+    const [status, detail] = problems[err.code ?? ''] ?? invalid
     const requestId = newId()
     const last = latestResponse(socket as Socket)
     if (isUnexpected(last)) socket.destroy()
-    else respond(socket, status, requestId)
-    // A request a handler has (a body cut short) is counted, and logged, as its aborted response.
-    if (rejectedChannel.hasSubscribers && !(last?.closedAt === 0)) rejectedChannel.publish({ status })
+    else respond(socket, status, detail, requestId)
+    // A request a handler still has (a body cut short) is counted, and logged, as its aborted response.
+    const handled = last !== undefined && !last.req.complete && last.closedAt === 0
+    if (rejectedChannel.hasSubscribers && !handled) rejectedChannel.publish({ status })
     // A client that closes in the middle of its request went away; like a reset, that is not news.
     if (err.code === 'HPE_INVALID_EOF_STATE') return
-    warn(
-      { status, code: err.code, requestId, remoteAddr: (socket as Socket).remoteAddress },
-      'rejected malformed request',
-    )
+    const remoteAddr = (socket as Socket).remoteAddress
+    warn({ status, code: err.code, requestId, remoteAddr }, 'rejected malformed request')
   }
 }
 
 /** handleConnect refuses CONNECT, which Node hands to an event of its own instead of the router. */
 export function handleConnect(warn: Warn, newId: () => string) {
-  return (_req: unknown, socket: Duplex): void => {
-    const requestId = newId()
-    respond(socket, 405, requestId, 'Allow: GET, HEAD\r\n')
-    if (rejectedChannel.hasSubscribers) rejectedChannel.publish({ status: 405 })
-    warn(
-      { status: 405, code: 'CONNECT', requestId, remoteAddr: (socket as Socket).remoteAddress },
-      'rejected malformed request',
-    )
-  }
+  const onClientError = handleClientError(warn, newId)
+  return (_req: unknown, socket: Duplex): void => onClientError(Object.assign(new Error(), { code: 'CONNECT' }), socket)
 }
 
 /**
@@ -82,13 +68,15 @@ function isUnexpected(last: ServerResponse | undefined): boolean {
  * server's sockets are half-open, so end() alone would keep the descriptor until the client
  * closes, which an attacker never does.
  */
-function respond(socket: Duplex, status: number, requestId: string, extraHeaders = '') {
+function respond(socket: Duplex, status: number, detail: string, requestId: string) {
   const title = STATUS_CODES[status] ?? 'Error'
-  const body = JSON.stringify({ type: 'about:blank', title, status, detail: details[status] ?? title })
+  const body = JSON.stringify({ type: 'about:blank', title, status, detail })
   socket.write(
     `HTTP/1.1 ${status} ${title}\r\nDate: ${new Date().toUTCString()}\r\n` +
       `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `Connection: close\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n${extraHeaders}\r\n${body}`,
+      `Connection: close\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
+      (status === 405 ? 'Allow: GET, HEAD\r\n\r\n' : '\r\n') +
+      body,
   )
   ;(socket as Socket).destroySoon()
 }

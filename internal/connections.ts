@@ -1,42 +1,29 @@
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import type { IncomingMessage, Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger, Warn } from './log.ts'
 import type { TrackedResponse } from './response.ts'
 
 /** HTTPServer is the node:http server of one listener, its responses tracked. */
 export type HTTPServer = Server<typeof IncomingMessage, typeof TrackedResponse>
 
-/** Connections is what the service knows of a listener's connections and requests, and how it drains them. */
-export interface Connections {
-  /** inflight counts the requests received and not yet answered or abandoned. */
-  readonly inflight: number
-  /** connections counts the open connections. */
-  readonly connections: number
-  /** draining is true once drain() was called. */
-  readonly draining: boolean
-  /** requests lists the requests in flight, oldest first on each connection. */
-  requests(): Iterable<TrackedResponse>
-  /** drain makes every connection close after the latest request it has received is answered. */
-  drain(): void
-  /**
-   * close stops accepting connections, closes idle ones and those that sent nothing, lets requests
-   * in flight finish and closes their sockets right after. It resolves once every connection is
-   * gone; bound it with a timeout.
-   */
-  close(): Promise<void>
-  /** destroy cuts every connection and resolves once the cut responses have closed (and were logged). */
-  destroy(): Promise<void>
-}
+/**
+ * Connections is what the service knows of a listener's connections and requests, and how it
+ * drains them: inflight counts the requests received and not yet answered or abandoned,
+ * connections the open connections; requests() lists those in flight, oldest first on each
+ * connection; drain() makes every connection close after the latest request it has received is
+ * answered (draining says it was called); close() stops accepting and resolves once every
+ * connection has closed: bound it with a timeout; destroy() cuts every connection and resolves
+ * once the cut responses have closed (and were logged).
+ */
+export type Connections = Readonly<Omit<ReturnType<typeof newConnections>, 'track'>>
 
-// Node parses a whole read (up to 64 KiB, over a thousand small requests) before it pauses, and
-// queues an answer for each. Past this many unanswered requests the connection is cut: what one
-// connection can make the service hold is this many responses (README.md, Hostile input).
-export const maxPipelined = 16
-// How long the drain waits for just-accepted connections to send their request, and for ended
-// responses to reach the kernel, before it closes the connections left idle.
-const settleMs = 1000
+// Node parses a whole read (up to 64 KiB, over a thousand small requests) and queues an answer for
+// each: past this many the connection is cut, bounding what one holds (README.md, Hostile input).
+const maxPipelined = 16
+const settleMs = 1000 // how long close() waits for a connection just accepted to send its request
 const queued = Symbol('queued') // the connection's responses in flight, oldest first
 const latest = Symbol('latest') // the latest response admitted on the connection
 type TrackedSocket = Socket & { [queued]: TrackedResponse[]; [latest]: TrackedResponse | undefined }
@@ -47,12 +34,9 @@ type TrackedSocket = Socket & { [queued]: TrackedResponse[]; [latest]: TrackedRe
  * before libuv, out of descriptors, closes them itself and tells nobody. Infinity where unknown.
  */
 export function connectionBudget(limits = '/proc/self/limits'): number {
-  try {
-    const soft = /^Max open files\s+(\d+)/m.exec(readFileSync(limits, 'utf8'))?.[1]
-    return soft === undefined ? Infinity : Number(soft) - Math.max(32, Math.ceil(Number(soft) / 10))
-  } catch {
-    return Infinity
-  }
+  const text = existsSync(limits) ? readFileSync(limits, 'utf8') : ''
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(text)?.[1] ?? NaN)
+  return soft >= 0 ? soft - Math.max(32, Math.ceil(soft / 10)) : Infinity
 }
 
 /**
@@ -60,88 +44,97 @@ export function connectionBudget(limits = '/proc/self/limits'): number {
  * false means the request must not be handled (its connection was cut, or announced its close);
  * onDone is called once per tracked response, when it closes.
  */
-export function newConnections(
-  server: HTTPServer,
-  log: Logger,
-  warn: Warn,
-  onDone: (res: TrackedResponse) => void,
-): Connections & { track(res: TrackedResponse): boolean } {
+export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDone: (res: TrackedResponse) => void) {
   const state = watch(server, warn)
-  const sockets = state.sockets
-  let inflight = 0
-  let draining = false
-  let closing = false
   let whenIdle = () => {}
   // One listener shared by every response ('this' is the response): no closure per request.
   function onClose(this: TrackedResponse) {
     const responses = (this.req.socket as TrackedSocket)[queued]
     const i = responses.indexOf(this)
-    if (i === -1) return // closed already, by closeQueued
+    if (i === -1) return // closed already
     if (i === 0) responses.shift()
     else responses.splice(i, 1)
     this.closedAt = performance.now()
-    if (--inflight === 0) whenIdle()
+    if (--connections.inflight === 0) whenIdle()
     onDone(this)
-    // Node leaves a keep-alive socket whose response was in flight at close() open until
-    // keepAliveTimeout. Once the server stops accepting, no socket outlives its response.
-    if (closing) this.req.socket.destroySoon()
+    // Node keeps a keep-alive connection open after its response, even once the server is closed.
+    if (state.closing) this.req.socket.destroySoon()
   }
-  return {
-    get inflight() {
-      return inflight
-    },
+  const connections = {
+    inflight: 0,
+    draining: false,
     get connections() {
-      return sockets.size
+      return state.sockets.size
     },
-    get draining() {
-      return draining
+    *requests(): Iterable<TrackedResponse> {
+      for (const socket of state.sockets) yield* socket[queued]
     },
-    *requests() {
-      for (const socket of sockets) yield* socket[queued]
-    },
-    track(res) {
-      const socket = res.req.socket as TrackedSocket
-      const previous = socket[latest]
-      // Nothing after a response that announced the connection's close (RFC 9112 §9.6).
-      if (socket.destroyed || (previous !== undefined && !previous.shouldKeepAlive)) return cut(res)
-      if (socket[queued].length >= maxPipelined) {
-        warn({ remoteAddr: socket.remoteAddress, maxPipelined }, 'connection cut: too many pipelined requests')
-        socket.destroy()
-        return cut(res)
-      }
-      socket[latest] = res
-      socket[queued].push(res)
-      inflight++
+    track(res: TrackedResponse): boolean {
+      if (!admit(res, warn)) return false
+      connections.inflight++
       res.on('close', onClose)
       return true
     },
     drain() {
-      draining = true
+      connections.draining = true
       // A response whose headers are out closes its socket in onClose, once closing.
-      for (const socket of sockets) if (socket[latest]?.headersSent === false) socket[latest].shouldKeepAlive = false
+      for (const socket of state.sockets)
+        if (socket[latest]?.headersSent === false) socket[latest].shouldKeepAlive = false
     },
-    close() {
-      closing = true
-      return stopAccepting(server, log, state, () => inflight)
-    },
-    async destroy() {
-      closing = true
-      const idle = inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => (whenIdle = resolve))
+    close: () => stopAccepting(server, log, state, connections.inflight),
+    destroy(): Promise<void> {
+      state.closing = true
       server.close()
       server.closeAllConnections()
-      for (const socket of sockets) socket.destroy()
-      await idle
+      return connections.inflight === 0 ? Promise.resolve() : new Promise((resolve) => (whenIdle = resolve))
     },
   }
+  return connections
+}
+
+/** admit queues res on its connection, or abandons it unanswered (false) when the connection is cut. */
+function admit(res: TrackedResponse, warn: Warn): boolean {
+  const socket = res.req.socket as TrackedSocket
+  // Nothing after a response that announced the connection's close (RFC 9112 §9.6).
+  const cut = socket.destroyed || socket[latest]?.shouldKeepAlive === false
+  if (!cut && socket[queued].length >= maxPipelined) {
+    warn({ remoteAddr: socket.remoteAddress, maxPipelined }, 'connection cut: too many pipelined requests')
+    socket.destroy()
+  }
+  if (cut || socket.destroyed) {
+    res.destroy()
+    return false
+  }
+  socket[latest] = res
+  socket[queued].push(res)
+  return true
 }
 
 /**
- * watch counts server's connections and keeps the open ones. It logs the connections server refuses (past
- * MAX_CONNECTIONS) or fails to accept (ENFILE...: Node would throw those once listening, stopping
- * the service), and closes the responses Node 22 leaves queued behind a closed connection.
+ * stopAccepting closes the listener, closes idle connections and those that sent nothing within
+ * settleMs, and resolves once every connection has closed (each in flight does after its answer).
+ */
+async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: number) {
+  state.closing = true
+  const closed = once(server, 'close')
+  // net's close, not http's: on Node 26 that destroys the connections whose request is on its way.
+  NetServer.prototype.close.call(server)
+  // The count is final now: with it a client tells a refused connection from a lost one.
+  log.info({ inflight, accepted: state.accepted }, 'stopped accepting connections')
+  const deadline = performance.now() + settleMs
+  while (performance.now() < deadline && [...state.sockets].some((s) => s.bytesRead === 0)) await sleep(5)
+  for (const socket of state.sockets) if (socket.bytesRead === 0) socket.destroy()
+  server.close() // http's close now: it closes the idle connections and stops Node's timeout checks
+  await closed
+}
+
+/**
+ * watch keeps server's open connections, counts those accepted, and says whether it is closing. It
+ * logs the connections server refuses (past MAX_CONNECTIONS) or fails to accept (ENFILE...: Node
+ * would throw those once listening, stopping the service).
  */
 function watch(server: HTTPServer, warn: Warn) {
-  const state = { sockets: new Set<TrackedSocket>(), accepted: 0 }
+  const state = { sockets: new Set<TrackedSocket>(), accepted: 0, closing: false }
   server.on('connection', (socket: TrackedSocket) => {
     socket[queued] = []
     socket[latest] = undefined
@@ -162,60 +155,12 @@ function watch(server: HTTPServer, warn: Warn) {
   return state
 }
 
-/**
- * stopAccepting closes the listener without losing a connection the kernel already completed,
- * closes idle connections and those that sent nothing, and resolves once every connection is gone.
- */
-async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: () => number) {
-  const { sockets } = state
-  const closed = once(server, 'close')
-  // Connections the kernel completed but Node has not accepted yet would be reset by closing the
-  // listener now; the poll phase before setImmediate accepts them first.
-  await new Promise((resolve) => setImmediate(resolve))
-  // net's close, not http's: http's also destroys connections that have not sent a request yet,
-  // among them those just accepted whose request is on its way.
-  NetServer.prototype.close.call(server)
-  // The count is final now: with it a client tells a refused connection from a lost one.
-  log.info({ inflight: inflight(), accepted: state.accepted }, 'stopped accepting connections')
-  // Node 22 and 24's closeIdleConnections() skip connections that never sent a byte, and destroy
-  // those whose ended response is still being flushed. Wait, briefly, until neither kind is left.
-  const deadline = performance.now() + settleMs
-  while (performance.now() < deadline && [...sockets].some(isUnsettled)) {
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-  for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
-  server.closeIdleConnections()
-  await closed
-  server.close() // lets Node release its own connection tracking
-}
-
 /** closeQueued closes the responses still queued on socket, which closed: Node 22 never does. */
 function closeQueued(socket: TrackedSocket) {
-  for (const res of socket[queued].slice()) {
-    // a copy: each close takes one out
-    res.destroy()
-    res.emit('close')
-  }
-}
-
-/** cut abandons res without an answer or a log line, and returns false for track(). */
-function cut(res: TrackedResponse): false {
-  res.destroy()
-  return false
-}
-
-/** closeAfter makes res announce its connection's close if it answers the latest request there. */
-export function closeAfter(res: TrackedResponse) {
-  if ((res.req.socket as TrackedSocket)[latest] === res) res.shouldKeepAlive = false
+  for (const res of socket[queued].slice()) res.destroy().emit('close') // a copy: each close takes one out
 }
 
 /** latestResponse returns the response to the latest request received on socket, if any. */
 export function latestResponse(socket: Socket): TrackedResponse | undefined {
   return (socket as TrackedSocket)[latest]
-}
-
-/** isUnsettled tells whether socket, with no request being handled, is still receiving or sending. */
-function isUnsettled(socket: TrackedSocket): boolean {
-  if (socket[queued].length > 0) return false
-  return socket.bytesRead === 0 || socket.writableLength > 0 || (socket.writableEnded && !socket.destroyed)
 }

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage } from 'node:http'
 import { newAccessLog } from './access-log.ts'
 import { handleClientError, handleConnect } from './client-error.ts'
 import type { Config } from './config.ts'
-import { closeAfter, type Connections, type HTTPServer, newConnections } from './connections.ts'
+import { type Connections, type HTTPServer, latestResponse, newConnections } from './connections.ts'
 import { sendProblem } from './json.ts'
 import type { Logger, LogOutput, Warn } from './log.ts'
 import { TrackedResponse } from './response.ts'
@@ -94,7 +94,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
    * 405 from the routes, else the add-ons' admit hooks and the handler, whose throw becomes a 500.
    */
   function dispatch(req: IncomingMessage, res: TrackedResponse) {
-    if (connections.draining) closeAfter(res)
+    if (connections.draining && latestResponse(req.socket) === res) res.shouldKeepAlive = false
     const path = pathOf(req.url ?? '')
     res.path = path ?? req.url ?? ''
     const invalid = path === undefined ? 'The request target must be a path.' : checkHost(req)
