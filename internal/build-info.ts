@@ -13,16 +13,12 @@ export interface BuildInfo {
 }
 
 /**
- * buildDir is where `npm run build` (tsc, then cmd/stamp) writes build-info.json and openapi.yaml:
- * dist/, beside the compiled code. The sources, run directly (npm run dev, npm test), read the same
- * files there, so both ways the service reports the same facts and serves the same spec.
+ * buildDir is dist/, where `npm run build` and `npm run stamp` write build-info.json and openapi.yaml:
+ * the compiled code and the sources, run directly, read the same files.
  */
 export const buildDir = new URL(import.meta.url.endsWith('.ts') ? '../dist/' : '../', import.meta.url)
 
-/**
- * readBuild reads what the build wrote into dir: the build facts and the spec the service serves.
- * It throws when either is missing or unreadable: the service must not start without them.
- */
+/** readBuild reads the build facts and the spec from dir, and throws when either is missing. */
 export function readBuild(dir: URL): { build: BuildInfo; spec: Buffer } {
   const build = JSON.parse(readFileSync(new URL('build-info.json', dir), 'utf8')) as BuildInfo
   if (typeof build.service !== 'string') throw new Error(`build-info.json in ${dir.pathname} names no service`)

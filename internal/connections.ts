@@ -81,7 +81,7 @@ export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDo
       for (const socket of state.sockets)
         if (socket[latest]?.headersSent === false) socket[latest].shouldKeepAlive = false
     },
-    close: () => stopAccepting(server, log, state, connections.inflight),
+    close: () => stopAccepting(server, log, state, () => connections.inflight),
     destroy(): Promise<void> {
       state.closing = true
       server.close()
@@ -114,13 +114,16 @@ function admit(res: TrackedResponse, warn: Warn): boolean {
  * stopAccepting closes the listener, closes idle connections and those that sent nothing within
  * settleMs, and resolves once every connection has closed (each in flight does after its answer).
  */
-async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: number) {
+async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: () => number) {
   state.closing = true
   const closed = once(server, 'close')
+  // Closing the listener resets the connections the kernel completed and Node has not accepted
+  // yet; the event loop's poll phase, before setImmediate, accepts them first.
+  await new Promise((resolve) => setImmediate(resolve))
   // net's close, not http's: on Node 26 that destroys the connections whose request is on its way.
   NetServer.prototype.close.call(server)
   // The count is final now: with it a client tells a refused connection from a lost one.
-  log.info({ inflight, accepted: state.accepted }, 'stopped accepting connections')
+  log.info({ inflight: inflight(), accepted: state.accepted }, 'stopped accepting connections')
   const deadline = performance.now() + settleMs
   while (performance.now() < deadline && [...state.sockets].some((s) => s.bytesRead === 0)) await sleep(5)
   for (const socket of state.sockets) if (socket.bytesRead === 0) socket.destroy()

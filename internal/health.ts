@@ -6,10 +6,9 @@ import type { Handler } from './router.ts'
 const json = { 'content-type': 'application/json', 'cache-control': 'no-store' }
 
 /**
- * handleHealth answers liveness probes and people: the service, its version and build provenance,
- * when it started and for how long it has run. It never asks a dependency: a failing liveness probe
- * restarts the pod, which cures nothing when the database is down (README.md, Dependencies). It
- * stays 200 while the service drains, so Kubernetes does not restart a pod that is shutting down.
+ * handleHealth answers liveness probes and people: the service, its build, when it started and how
+ * long it has run. It never asks a dependency, as restarting the pod cures no database outage, and
+ * stays 200 while the service drains, so Kubernetes does not restart a pod shutting down.
  */
 export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
   const { service, version, commit, commitTime, dirty } = build
@@ -37,8 +36,7 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
 
 /**
  * handleReady answers readiness probes: 503 from the moment shutdown begins, so load balancers stop
- * sending before the listener closes; otherwise 200 when every registered check passes, and 503
- * naming the failing checks when one does not.
+ * sending before the listener closes; else 200, or 503 naming the checks that fail.
  */
 export function handleReady(lifecycle: { readonly stopping: AbortSignal; readiness(): Promise<Readiness> }): Handler {
   const body = '{"status":"ready"}'

@@ -12,10 +12,7 @@ export type { Logger }
 const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino')
 
 // Credentials never reach the logs, whatever a handler logs about a request.
-const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((name) => [
-  `headers["${name}"]`,
-  `*.headers["${name}"]`,
-])
+const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`])
 
 /** LogOutput is where log lines go: pino's lines and the access lines. */
 export interface LogOutput {
@@ -25,10 +22,9 @@ export interface LogOutput {
 }
 
 /**
- * newLogger returns the root logger: one JSON line per event on output, the level as its label,
- * ISO time, and base (service, version) on every line. Given the request context, a line logged
- * while a request is handled, however deep in the call stack, carries the request's requestId,
- * traceId and spanId, with nothing passed through the calls.
+ * newLogger returns the root logger: a JSON line per event, the level as its label, ISO time and
+ * base (service, version) on every line. Given the request context, a line logged while a request
+ * is handled, however deep in the call stack, carries its requestId, traceId and spanId.
  */
 export function newLogger(
   output: LogOutput,
@@ -153,14 +149,14 @@ export function newWarnings(limit = 10, windowMs = 1000, now = () => performance
     return count
   }
   return {
-    for: (log: Logger): Warn => {
-      return (fields, message) => {
+    for:
+      (log: Logger): Warn =>
+      (fields, message) => {
         const t = now()
         if (t - windowStart >= windowMs) [windowStart, used] = [t, 0]
         if (used++ >= limit) return void dropped++
         log.warn({ ...fields, dropped: take() || undefined }, message)
-      }
-    },
+      },
     dropped: take,
   }
 }

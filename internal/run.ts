@@ -149,11 +149,8 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
     )
   }
   const table: Routes = Object.assign({}, ...parts.map((part) => part.routes))
-  http = newListener(
-    log,
-    table,
-    parts.flatMap((part) => part.hooks ?? []),
-  )
+  const hooks = parts.flatMap((part) => part.hooks ?? [])
+  http = newListener(log, table, hooks)
   http.server.maxConnections = config.maxConnections ?? connectionBudget()
   try {
     const { address, port } = await listen(http, config, 'PORT, HOST')
@@ -176,12 +173,10 @@ async function listen({ server }: Listener, { host, port }: Address, names: stri
       EACCES: `no permission to use port ${port} (${names})`,
       EADDRNOTAVAIL: `${host} (${names}) is not an address of this machine`,
       ENOTFOUND: `${host} (${names}) does not resolve`,
-      EAI_AGAIN: `${host} (${names}) does not resolve`,
     }
-    const reason = reasons[(err as NodeJS.ErrnoException).code ?? '']
-    throw new Error(
-      reason ? `cannot listen: ${reason}` : `cannot listen on port ${port} (${names}): ${(err as Error).message}`,
-    )
+    const { code, message } = err as NodeJS.ErrnoException
+    const reason = reasons[code === 'EAI_AGAIN' ? 'ENOTFOUND' : (code ?? '')] ?? `port ${port} (${names}): ${message}`
+    throw new Error(`cannot listen: ${reason}`)
   }
   return server.address() as AddressInfo
 }
