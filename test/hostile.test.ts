@@ -185,6 +185,25 @@ describe('hostile input', () => {
     assert.equal((await fetch(`${local.url}/health`)).status, 200)
   })
 
+  it('closes and logs the pipelined requests queued behind a connection the client reset', async (t) => {
+    // Node 22 leaves the responses queued behind the first unanswered: they would never close, log,
+    // or leave the in-flight count, and the drain would wait for them.
+    let arrived: () => void = () => {}
+    const handled = new Promise<void>((resolve) => (arrived = resolve))
+    const routes = withRoutes({ '/stall': { GET: () => arrived() } })
+    const local = await startService(t, { SHUTDOWN_TIMEOUT: '2s' }, { routes })
+    const socket = connect(local.port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write([1, 2, 3].map((n) => get('/stall', `X-Request-Id: queued-${n}\r\n`)).join(''))
+    await handled
+    socket.resetAndDestroy()
+    for (const n of [1, 2, 3]) {
+      const line = await local.waitForLog((l) => l.msg === 'request' && l.requestId === `queued-${n}`, `queued-${n}`)
+      assert.equal(line.aborted, true)
+    }
+    assert.equal(await local.stop(), 0, 'nothing left in flight to wait for')
+  })
+
   it('logs malformed requests at most 10 per second, and counts the rest', async (t) => {
     const local = await startService(t)
     await Promise.all(Array.from({ length: 40 }, () => exchange(local.port, ['garbage\r\n\r\n'])))
