@@ -10,13 +10,9 @@ import type { TrackedResponse } from './response.ts'
 export type HTTPServer = Server<typeof IncomingMessage, typeof TrackedResponse>
 
 /**
- * Connections is what the service knows of a listener's connections and requests, and how it
- * drains them: inflight counts the requests received and not yet answered or abandoned,
- * connections the open connections; requests() lists those in flight, oldest first on each
- * connection; drain() makes every connection close after the latest request it has received is
- * answered (draining says it was called); close() stops accepting and resolves once every
- * connection has closed: bound it with a timeout; destroy() cuts every connection and resolves
- * once the cut responses have closed (and were logged).
+ * Connections is a listener's connections and requests in flight, and how they drain: drain()
+ * makes each connection close after the latest request it received; close() stops accepting and
+ * resolves once every connection closed (bound it with a timeout); destroy() cuts them all.
  */
 export type Connections = Readonly<Omit<ReturnType<typeof newConnections>, 'track'>>
 
@@ -30,8 +26,8 @@ type TrackedSocket = Socket & { [queued]: TrackedResponse[]; [latest]: TrackedRe
 
 /**
  * connectionBudget returns the default MAX_CONNECTIONS: the soft limit on open files less a tenth
- * (at least 32), kept for the service's own files, so the service refuses connections and says so
- * before libuv, out of descriptors, closes them itself and tells nobody. Infinity where unknown.
+ * (at least 32) for the service's own files, so the service refuses connections, and says so,
+ * before libuv runs out of descriptors and closes them silently.
  */
 export function connectionBudget(limits = '/proc/self/limits'): number {
   const text = existsSync(limits) ? readFileSync(limits, 'utf8') : ''
@@ -40,9 +36,8 @@ export function connectionBudget(limits = '/proc/self/limits'): number {
 }
 
 /**
- * newConnections tracks server's connections and requests. track() must see every request first:
- * false means the request must not be handled (its connection was cut, or announced its close);
- * onDone is called once per tracked response, when it closes.
+ * newConnections tracks server's connections and requests. track() sees every request first:
+ * false means it must not be handled. onDone hears each tracked response once, when it closes.
  */
 export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDone: (res: TrackedResponse) => void) {
   const state = watch(server, warn)
@@ -110,10 +105,7 @@ function admit(res: TrackedResponse, warn: Warn): boolean {
   return true
 }
 
-/**
- * stopAccepting closes the listener, closes idle connections and those that sent nothing within
- * settleMs, and resolves once every connection has closed (each in flight does after its answer).
- */
+/** stopAccepting closes the listener and the idle connections, and resolves once every connection closed. */
 async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<typeof watch>, inflight: () => number) {
   state.closing = true
   const closed = once(server, 'close')
@@ -132,9 +124,8 @@ async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<
 }
 
 /**
- * watch keeps server's open connections, counts those accepted, and says whether it is closing. It
- * logs the connections server refuses (past MAX_CONNECTIONS) or fails to accept (ENFILE...: Node
- * would throw those once listening, stopping the service).
+ * watch keeps server's open connections and counts those accepted. It logs the connections refused
+ * (past MAX_CONNECTIONS) or not accepted (ENFILE...: Node would throw those, stopping the service).
  */
 function watch(server: HTTPServer, warn: Warn) {
   const state = { sockets: new Set<TrackedSocket>(), accepted: 0, closing: false }

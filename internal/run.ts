@@ -3,7 +3,7 @@ import { type EventEmitter, once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddOn, AddOnContext, AddOnParts } from './addon.ts'
-import { buildDir as defaultBuildDir, readBuild } from './build-info.ts'
+import { buildDir, readBuild } from './build-info.ts'
 import { type Address, checkConfig, coreVars, type Env, parseConfig, redactConfig } from './config.ts'
 import { connectionBudget } from './connections.ts'
 import { newLifecycle } from './lifecycle.ts'
@@ -27,8 +27,6 @@ export interface RunInput {
   addOns?: readonly AddOn<any>[]
   /** routes builds the route table (routes.ts); tests add routes with it. */
   routes?: (deps: RouteDeps) => Routes | Promise<Routes>
-  /** buildDir holds build-info.json and openapi.yaml: dist/ unless a test says otherwise. */
-  buildDir?: URL
 }
 
 /** Exit codes run() returns (README.md); a second signal gives 128 + its number. */
@@ -65,7 +63,7 @@ export async function run(input: RunInput): Promise<number> {
 type Setup = Exclude<ReturnType<typeof configure>, number>
 
 /** configure reads the build's facts and spec and every variable, and creates the logger. */
-function configure({ env, stdout, addOns = [], buildDir = defaultBuildDir }: RunInput) {
+function configure({ env, stdout, addOns = [] }: RunInput) {
   let built: ReturnType<typeof readBuild>
   try {
     built = readBuild(buildDir)
