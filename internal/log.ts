@@ -56,56 +56,18 @@ export interface StdoutOutput extends LogOutput {
  * newStdoutOutput writes log lines to file descriptor fd and never blocks the event loop. A line
  * that comes a millisecond or more after the last write goes out at once, one system call; under
  * load, a line that follows closer waits with the rest of its event-loop turn for one write at the
- * turn's end, as a system call per line would cost more than the line (BENCHMARKS.md). When fd is
- * a pipe or socket, a container's stdout, and its reader stalls, lines queue in memory up to
- * maxQueuedBytes and go out in order once it is back; past the bound they are dropped and counted,
- * and the count is reported when stdout keeps up again. Serving, /ready and stop signals never wait
- * for a log reader (README.md, Logs). now is the clock, in milliseconds.
+ * turn's end, as a system call per line would cost more than the line (BENCHMARKS.md). now is the
+ * clock, in milliseconds.
  */
-export function newStdoutOutput(
-  fd = 1,
-  maxQueuedBytes = 16 * 1024 * 1024,
-  now = () => performance.now(),
-): StdoutOutput {
-  const stat = fstatSync(fd)
-  // A stream on a pipe makes the descriptor non-blocking: writeSync then writes or fails with
-  // EAGAIN, never waits, and the stream queues the rest until the reader is back.
-  const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
-  backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
-  // Lines are dropped only past the stream's high-water mark, so 'drain' follows once it is empty.
-  backlog?.on('drain', () => {
-    if (dropped > 0) output.onDropped?.(dropped)
-    dropped = 0
-  })
-  let dropped = 0
+export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024, now = () => performance.now()) {
+  const writer = newWriter(fd, maxQueuedBytes, (count) => output.onDropped?.(count))
   let batch = '' // the lines of this turn, waiting for its end
   let lastWrite = -Infinity
   function writeBatch() {
     const data = batch
     batch = ''
     lastWrite = now()
-    send(data)
-  }
-  function send(data: string) {
-    let rest: string | Buffer = data
-    if (!backlog?.writableLength) {
-      let written = 0
-      try {
-        written = writeSync(fd, data)
-      } catch (err) {
-        // A file or terminal that refuses the write, or a pipe nobody reads, loses the lines.
-        if (backlog === undefined || (err as NodeJS.ErrnoException).code !== 'EAGAIN') return
-      }
-      // A file takes it all; a pipe takes up to 4096 bytes whole or not at all (PIPE_BUF), and
-      // more as far as it has room.
-      if (backlog === undefined || (written > 0 && (data.length <= 1024 || written === Buffer.byteLength(data)))) return
-      rest = Buffer.from(data).subarray(written)
-    }
-    // Whole lines that fit under the bound are queued; the rest are dropped and counted.
-    const room = maxQueuedBytes - backlog.writableLength
-    const fits = rest.length <= room ? rest.length : rest.lastIndexOf('\n', room - 1) + 1
-    if (fits > 0) backlog.write(rest.slice(0, fits))
-    for (let i = rest.indexOf('\n', fits); i !== -1; i = rest.indexOf('\n', i + 1)) dropped++
+    writer.write(data)
   }
   const output: StdoutOutput = {
     write(line) {
@@ -113,7 +75,7 @@ export function newStdoutOutput(
         const t = now()
         if (t - lastWrite >= 1) {
           lastWrite = t
-          return send(line)
+          return writer.write(line)
         }
         setImmediate(writeBatch)
       }
@@ -121,6 +83,54 @@ export function newStdoutOutput(
     },
     flush(timeoutMs) {
       if (batch !== '') writeBatch()
+      return writer.flush(timeoutMs)
+    },
+  }
+  return output
+}
+
+/**
+ * newWriter writes to fd without waiting. When fd is a pipe or socket, a container's stdout, and
+ * its reader stalls, lines queue in memory up to maxQueuedBytes and go out in order once it is
+ * back; past the bound they are dropped and counted, and onDropped hears the count when the queue
+ * is empty again. Serving, /ready and stop signals never wait for a log reader (README.md, Logs).
+ */
+function newWriter(fd: number, maxQueuedBytes: number, onDropped: (count: number) => void) {
+  const stat = fstatSync(fd)
+  // A stream on a pipe makes the descriptor non-blocking: writeSync then writes or fails with
+  // EAGAIN, never waits, and the stream queues the rest until the reader is back.
+  const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
+  backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
+  // Lines are dropped only past the stream's high-water mark, so 'drain' follows once it is empty.
+  backlog?.on('drain', () => {
+    if (dropped > 0) onDropped(dropped)
+    dropped = 0
+  })
+  let dropped = 0
+  return {
+    write(data: string) {
+      let rest: string | Buffer = data
+      if (!backlog?.writableLength) {
+        let written = 0
+        try {
+          written = writeSync(fd, data)
+        } catch (err) {
+          // A file or terminal that refuses the write, or a pipe nobody reads, loses the lines.
+          if (backlog === undefined || (err as NodeJS.ErrnoException).code !== 'EAGAIN') return
+        }
+        // A file takes it all; a pipe takes up to 4096 bytes whole or not at all (PIPE_BUF), and
+        // more as far as it has room.
+        if (backlog === undefined || (written > 0 && (data.length <= 1024 || written === Buffer.byteLength(data))))
+          return
+        rest = Buffer.from(data).subarray(written)
+      }
+      // Whole lines that fit under the bound are queued; the rest are dropped and counted.
+      const room = maxQueuedBytes - backlog.writableLength
+      const fits = rest.length <= room ? rest.length : rest.lastIndexOf('\n', room - 1) + 1
+      if (fits > 0) backlog.write(rest.slice(0, fits))
+      for (let i = rest.indexOf('\n', fits); i !== -1; i = rest.indexOf('\n', i + 1)) dropped++
+    },
+    flush(timeoutMs: number): Promise<void> {
       if (!backlog?.writableLength) return Promise.resolve()
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, timeoutMs)
@@ -128,7 +138,6 @@ export function newStdoutOutput(
       })
     },
   }
-  return output
 }
 
 /** Warn logs a warning about a misbehaving client, within the service's budget of such lines. */

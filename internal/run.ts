@@ -85,8 +85,24 @@ function configure({ env, stdout, addOns = [] }: RunInput) {
   stdout.onDropped = (dropped) => log.warn({ dropped }, 'log lines dropped: stdout did not keep up')
   const configs: Record<string, Record<string, unknown>> = { core: redactConfig(core.config, coreVars) }
   for (const [i, addOn] of addOns.entries()) configs[addOn.name] = redactConfig(parsed[i]!.config, addOn.vars)
-  const effectiveConfig = () => configs
-  return { ...built, config: core.config, addOnConfigs: parsed.map((p) => p.config), effectiveConfig, context, log }
+  return {
+    ...built,
+    config: core.config,
+    addOnConfigs: parsed.map((p) => p.config),
+    effectiveConfig: () => configs,
+    output: stdout,
+    context,
+    log,
+    warnings: newWarnings(),
+    startedAt: new Date(),
+    lifecycle: newLifecycle(),
+  }
+}
+
+/** newListener returns a node:http server handled as the service's are: ids, logs, 4xx and 500 answers. */
+function newListener(setup: Setup, log: Logger, routes: Routes, hooks?: RequestHooks[]) {
+  const { output, config, context, warnings } = setup
+  return newServer({ log, output, config, context, routes, hooks, warn: warnings.for(log) })
 }
 
 /**
@@ -94,43 +110,16 @@ function configure({ env, stdout, addOns = [] }: RunInput) {
  * in reverse, so the add-ons' work stops before the dependencies close. When something cannot
  * start, it closes what did and returns the exit code.
  */
-async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
-  const { build, spec, config, log, context } = setup
-  const [lifecycle, warnings, startedAt] = [newLifecycle(), newWarnings(), new Date()]
+async function start({ addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
+  const { build, spec, config, log, startedAt, lifecycle } = setup
   const failed = async (fields: object, message: string) => {
     log.fatal(fields, message)
     lifecycle.beginDrain()
     await lifecycle.runHooks(log, performance.now() + config.shutdownTimeoutMs)
     return exitCodes.failed
   }
-  const newListener = (log: Logger, routes: Routes, hooks?: RequestHooks[]) =>
-    newServer({ log, output: stdout, config, context, routes, hooks, warn: warnings.for(log) })
   let http: Listener | undefined
-  const ctx: Omit<AddOnContext<unknown>, 'config'> = {
-    core: config,
-    log,
-    build,
-    startedAt,
-    lifecycle,
-    effectiveConfig: setup.effectiveConfig,
-    server: {
-      get inflight() {
-        return http?.inflight ?? 0
-      },
-      get connections() {
-        return http?.connections ?? 0
-      },
-      requests: () => http?.requests() ?? [],
-    },
-    serve: async (name, addr, table, variable, options) => {
-      const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
-      const listener = newListener(logger, table)
-      listeners.push(listener)
-      const { address, port } = await listen(listener, addr, variable)
-      log.info({ listener: name, address, port }, `${name} listening`)
-      return { address, port }
-    },
-  }
+  const ctx = addOnContext(setup, listeners, () => http)
   const parts: AddOnParts[] = []
   let starting = '' // the add-on whose start may fail; '' for the routes' dependencies
   try {
@@ -140,15 +129,12 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
       parts.push((await addOn.start({ ...ctx, config: setup.addOnConfigs[i] as never })) ?? {})
     }
   } catch (err) {
-    const fields = { addOn: starting || undefined, err }
-    return failed(
-      fields,
-      `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : String(err)}`,
-    )
+    const message = `cannot start${starting && ` ${starting}`}: ${err instanceof Error ? err.message : String(err)}`
+    return failed({ addOn: starting || undefined, err }, message)
   }
   const table: Routes = Object.assign({}, ...parts.map((part) => part.routes))
   const hooks = parts.flatMap((part) => part.hooks ?? [])
-  http = newListener(log, table, hooks)
+  http = newListener(setup, log, table, hooks)
   http.server.maxConnections = config.maxConnections ?? connectionBudget()
   try {
     const { address, port } = await listen(http, config, 'PORT, HOST')
@@ -156,7 +142,38 @@ async function start({ stdout, addOns = [], routes = newRoutes }: RunInput, setu
   } catch (err) {
     return failed({ port: config.port, host: config.host }, (err as Error).message)
   }
-  return { http, lifecycle, warnings }
+  return { http }
+}
+
+/** addOnContext returns what add-ons see of the service; http() is the public listener once it exists. */
+function addOnContext(setup: Setup, listeners: Listener[], http: () => Listener | undefined) {
+  const { config, log, build, startedAt, lifecycle, effectiveConfig } = setup
+  const ctx: Omit<AddOnContext<unknown>, 'config'> = {
+    core: config,
+    log,
+    build,
+    startedAt,
+    lifecycle,
+    effectiveConfig,
+    server: {
+      get inflight() {
+        return http()?.inflight ?? 0
+      },
+      get connections() {
+        return http()?.connections ?? 0
+      },
+      requests: () => http()?.requests() ?? [],
+    },
+    serve: async (name, addr, routes, variable, options) => {
+      const logger = log.child({ listener: name }, options?.quiet ? { level: 'warn' } : undefined)
+      const listener = newListener(setup, logger, routes)
+      listeners.push(listener)
+      const { address, port } = await listen(listener, addr, variable)
+      log.info({ listener: name, address, port }, `${name} listening`)
+      return { address, port }
+    },
+  }
+  return ctx
 }
 
 /** listen opens listener on addr, read from the variables named, or rejects with one line saying why not. */
@@ -184,7 +201,7 @@ async function listen({ server }: Listener, { host, port }: Address, names: stri
  * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish within
  * SHUTDOWN_TIMEOUT; then the hooks run. It returns the exit code; forced ends its waits.
  */
-async function drain({ config, log }: Setup, { http, lifecycle, warnings }: Started, forced: AbortSignal) {
+async function drain({ config, log, lifecycle, warnings }: Setup, { http }: Started, forced: AbortSignal) {
   lifecycle.beginDrain()
   http.drain()
   const delayed = await sleep(config.shutdownDelayMs, true, { signal: forced }).catch(() => false)

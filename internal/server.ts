@@ -1,5 +1,5 @@
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import { createServer, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage, type ServerOptions } from 'node:http'
 import { newAccessLog } from './access-log.ts'
 import { handleClientError, handleConnect } from './client-error.ts'
 import type { Config } from './config.ts'
@@ -55,20 +55,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
   const admit = hooks.flatMap((hook) => hook.admit ?? [])
   const done = hooks.flatMap((hook) => hook.done ?? [])
 
-  const server = createServer<typeof IncomingMessage, typeof TrackedResponse>(
-    {
-      ServerResponse: TrackedResponse,
-      headersTimeout: config.headersTimeoutMs,
-      requestTimeout: config.requestTimeoutMs,
-      keepAliveTimeout: config.keepAliveTimeoutMs,
-      maxHeaderSize: config.maxHeaderBytes,
-      requireHostHeader: false, // answered below, as problem+json and logged
-      // Node enforces the timeouts above only when it checks, every 30 s by default: check often
-      // enough that a 1 s header timeout bites within about 1.5 s.
-      connectionsCheckingInterval: Math.min(1000, Math.max(100, config.headersTimeoutMs / 2)),
-    },
-    onRequest,
-  )
+  const server = createServer(options(config), onRequest)
   const connections = newConnections(server, log, warn, (res) => {
     logAccess(res)
     for (const hook of done) hook(res)
@@ -107,7 +94,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
     if (match === 'malformed') return sendProblem(res, 400, 'The path holds a malformed percent-encoding.')
     res.route = match.route.template
     const handler = match.route.handlers.get(req.method ?? '')
-    const allow = match.route.allow
+    const { allow } = match.route
     if (handler === undefined) return sendProblem(res, 405, `This path answers ${allow}.`, { allow })
     for (const hook of admit) if (!hook(res)) return void (res.refused = true)
     try {
@@ -119,6 +106,21 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
   }
 
   return Object.assign(connections, { server })
+}
+
+/** options are node:http's: timeouts and size limits from config, and responses tracked. */
+function options(config: ServerDeps['config']): ServerOptions<typeof IncomingMessage, typeof TrackedResponse> {
+  return {
+    ServerResponse: TrackedResponse,
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    maxHeaderSize: config.maxHeaderBytes,
+    requireHostHeader: false, // answered in dispatch, as problem+json and logged
+    // Node enforces the timeouts above only when it checks, every 30 s by default: check often
+    // enough that a 1 s header timeout bites within about 1.5 s.
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, config.headersTimeoutMs / 2)),
+  }
 }
 
 /** fail logs what a handler threw and answers 500, or cuts a response already under way. */
