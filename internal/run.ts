@@ -43,14 +43,14 @@ export async function run(input: RunInput): Promise<number> {
     const setup = configure(input)
     if (typeof setup === 'number') return setup
     stop.log = setup.log
-    const started = await start(input, setup, listeners)
-    if (typeof started === 'number') return started
+    const http = await start(input, setup, listeners)
+    if (typeof http === 'number') return http
     const { signal, err } = await stop.first
     if (err !== undefined) setup.log.fatal({ err }, 'shutdown started after an uncaught error')
     else setup.log.info({ signal }, 'shutdown started')
-    const code = await Promise.race([drain(setup, started, stop.forced), stop.second])
+    const code = await Promise.race([drain(setup, http, stop.forced), stop.second])
     if (stop.forced.aborted) {
-      await started.http.destroy() // a second signal cuts every connection
+      await http.destroy() // a second signal cuts every connection
       return stop.second
     }
     return stop.failed && code === exitCodes.ok ? exitCodes.failed : code
@@ -142,7 +142,7 @@ async function start({ addOns = [], routes = newRoutes }: RunInput, setup: Setup
   } catch (err) {
     return failed({ port: config.port, host: config.host }, (err as Error).message)
   }
-  return { http }
+  return http
 }
 
 /** addOnContext returns what add-ons see of the service; http() is the public listener once it exists. */
@@ -201,7 +201,7 @@ async function listen({ server }: Listener, { host, port }: Address, names: stri
  * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish within
  * SHUTDOWN_TIMEOUT; then the hooks run. It returns the exit code; forced ends its waits.
  */
-async function drain({ config, log, lifecycle, warnings }: Setup, { http }: Started, forced: AbortSignal) {
+async function drain({ config, log, lifecycle, warnings }: Setup, http: Listener, forced: AbortSignal) {
   lifecycle.beginDrain()
   http.drain()
   const delayed = await sleep(config.shutdownDelayMs, true, { signal: forced }).catch(() => false)
@@ -228,8 +228,6 @@ async function drain({ config, log, lifecycle, warnings }: Setup, { http }: Star
   else log.info({ durationMs: Math.round(performance.now() - started) }, 'shutdown complete')
   return failed.length > 0 ? exitCodes.failed : exitCodes.ok
 }
-
-type Started = Exclude<Awaited<ReturnType<typeof start>>, number>
 
 /**
  * watchStop listens on events at once, so a stop during start-up is not lost. first resolves with

@@ -17,8 +17,8 @@ import {
   readmeTable,
   startService,
 } from '../../test/service.ts'
-import { jobList } from './job-list.ts'
-import { addOn, type Job, jobVars, newJobsAddOn, parseSchedule, scheduleJobs } from './jobs.ts'
+import { type Job, jobList } from './job-list.ts'
+import { addOn, jobVars, newJobsAddOn, parseSchedule, scheduleJobs } from './jobs.ts'
 
 /** flush lets every promise callback run: setImmediate is not mocked, so it follows them all. */
 const flush = () => new Promise((resolve) => setImmediate(resolve))

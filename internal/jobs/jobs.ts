@@ -3,21 +3,7 @@ import { Cron } from 'croner'
 import type { Logger } from 'pino'
 import type { AddOn } from '../addon.ts'
 import { parseDuration, positiveDuration, type Var, type Vars } from '../config.ts'
-import { jobList } from './job-list.ts'
-
-/** Job is one periodic task of the service, declared in job-list.ts (README.md in this folder). */
-export interface Job {
-  /** name is unique kebab-case; it names the job in logs, metrics, /ready and JOB_<NAME>_SCHEDULE. */
-  readonly name: string
-  /** schedule is JOB_<NAME>_SCHEDULE's default: a duration (`30s`), a cron expression or `off`. */
-  readonly schedule: string
-  /** jitter spreads an interval's runs over ± this fraction of it (default 0.1); cron runs are exact. */
-  readonly jitter?: number
-  /** mustSucceedWithin, a duration, fails /ready while the last success, or the start, is older. */
-  readonly mustSucceedWithin?: string
-  /** run does one run and settles when it is done; signal aborts when shutdown begins. */
-  readonly run: (signal: AbortSignal, log: Logger) => unknown
-}
+import { type Job, jobList } from './job-list.ts'
 
 /** Schedule is a parsed JOB_<NAME>_SCHEDULE; null is off. */
 export type Schedule = { kind: 'every'; ms: number } | { kind: 'cron'; expression: string } | null
