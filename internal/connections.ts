@@ -42,6 +42,7 @@ export function connectionBudget(limits = '/proc/self/limits'): number {
 export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDone: (res: TrackedResponse) => void) {
   const state = watch(server, warn)
   let whenIdle = () => {}
+  let idle: Promise<void> | undefined // what destroy() waits for, however often it is called
   // One listener shared by every response ('this' is the response): no closure per request.
   function onClose(this: TrackedResponse) {
     const responses = (this.req.socket as TrackedSocket)[queued]
@@ -81,7 +82,8 @@ export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDo
       state.closing = true
       server.close()
       server.closeAllConnections()
-      return connections.inflight === 0 ? Promise.resolve() : new Promise((resolve) => (whenIdle = resolve))
+      idle ??= connections.inflight === 0 ? Promise.resolve() : new Promise((resolve) => (whenIdle = resolve))
+      return idle
     },
   }
   return connections

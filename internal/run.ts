@@ -210,6 +210,7 @@ async function drain({ config, log, lifecycle, warnings }: Setup, http: Listener
   // The timer is unref'd: a connection still open holds the event loop, and the timer must not.
   const timedOut = sleep(config.shutdownTimeoutMs, false, { signal: forced, ref: false }).catch(() => false)
   const closed = await Promise.race([http.close().then(() => true), timedOut])
+  if (forced.aborted) return exitCodes.failed // run() cuts the connections and returns the signal's code
   const dropped = warnings.dropped()
   if (dropped > 0) log.warn({ dropped }, 'lines about misbehaving clients left out of the log')
   if (!closed) {

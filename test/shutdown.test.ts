@@ -178,6 +178,37 @@ describe('shutdown', () => {
     )
   })
 
+  it(
+    'cuts a stuck drain at a second signal with 128 + its number, and says nothing of a timeout',
+    { timeout: 20_000 },
+    async (t) => {
+      const arrived = newGate()
+      const service = await startService(
+        t,
+        { SHUTDOWN_TIMEOUT: '30s' },
+        withRoute('/stuck', () => arrived.open()),
+      )
+      const agent = new Agent()
+      t.after(() => agent.destroy())
+      const req = request(`${service.url}/stuck`, { agent, headers: { 'x-request-id': 'stuck-2' } })
+      req.on('error', () => {})
+      req.end()
+      await arrived.opened
+      service.events.emit('SIGTERM', 'SIGTERM')
+      await service.waitForLog((l) => l.msg === 'stopped accepting connections')
+      service.events.emit('SIGINT', 'SIGINT')
+      assert.equal(await service.exited, 130)
+      const line = await service.waitForLog((l) => l.msg === 'request' && l.requestId === 'stuck-2')
+      assert.equal(line.aborted, true, 'the cut request is logged')
+      const after = service.logs.slice(service.logs.findIndex((l) => l.msg === 'second signal: exiting at once'))
+      assert.deepEqual(
+        after.map((l) => l.msg),
+        ['second signal: exiting at once', 'request'],
+        'after the second signal, only the cut request',
+      )
+    },
+  )
+
   it('runs cleanup hooks in reverse order, after requests in flight, each logged', async (t) => {
     const order: string[] = []
     const release = newGate()
