@@ -6,13 +6,13 @@ import { latestResponse } from './connections.ts'
 import type { Warn } from './log.ts'
 
 // What the client is told of what Node's parser reports; anything else is a 400.
-const problems: Record<string, [status: number, detail: string]> = {
+const problems: Record<string, [status: number, detail: string, headers?: string]> = {
   // HEADERS_TIMEOUT or REQUEST_TIMEOUT ran out (slowloris)
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'The request took too long to arrive.'],
   // the request line plus headers above MAX_HEADER_SIZE, long URLs included
   HPE_HEADER_OVERFLOW: [431, 'The request line or headers are too large.'],
   HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'The request is too large.'],
-  CONNECT: [405, 'CONNECT is not supported.'],
+  CONNECT: [405, 'CONNECT is not supported.', 'Allow: GET, HEAD\r\n'],
 }
 const invalid: [number, string] = [400, 'The request is not valid HTTP/1.1.']
 
@@ -31,11 +31,11 @@ export const rejectedChannel = channel('kickstart.http.rejected')
 export function handleClientError(warn: Warn, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) return void socket.destroy()
-    const [status, detail] = problems[err.code ?? ''] ?? invalid
+    const [status, detail, headers = ''] = problems[err.code ?? ''] ?? invalid
     const requestId = newId()
     const last = latestResponse(socket as Socket)
     if (isUnexpected(last)) socket.destroy()
-    else respond(socket, status, detail, requestId)
+    else respond(socket, status, detail, requestId, headers)
     // A request a handler still has (a body cut short) is counted, and logged, as its aborted response.
     const handled = last !== undefined && !last.req.complete && last.closedAt === 0
     if (rejectedChannel.hasSubscribers && !handled) rejectedChannel.publish({ status })
@@ -68,15 +68,13 @@ function isUnexpected(last: ServerResponse | undefined): boolean {
  * server's sockets are half-open, so end() alone would keep the descriptor until the client
  * closes, which an attacker never does.
  */
-function respond(socket: Duplex, status: number, detail: string, requestId: string) {
+function respond(socket: Duplex, status: number, detail: string, requestId: string, headers: string) {
   const title = STATUS_CODES[status] ?? 'Error'
   const body = JSON.stringify({ type: 'about:blank', title, status, detail })
   socket.write(
     `HTTP/1.1 ${status} ${title}\r\nDate: ${new Date().toUTCString()}\r\n` +
       `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `Connection: close\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
-      (status === 405 ? 'Allow: GET, HEAD\r\n\r\n' : '\r\n') +
-      body,
+      `Connection: close\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n${headers}\r\n${body}`,
   )
   ;(socket as Socket).destroySoon()
 }

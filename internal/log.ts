@@ -101,12 +101,12 @@ function newWriter(fd: number, maxQueuedBytes: number, onDropped: (count: number
   // EAGAIN, never waits, and the stream queues the rest until the reader is back.
   const backlog = stat.isFIFO() || stat.isSocket() ? new Socket({ fd, readable: false, writable: true }) : undefined
   backlog?.on('error', () => {}) // EPIPE: nobody reads stdout any more, and nowhere is left to say so
-  // Lines are dropped only past the stream's high-water mark, so 'drain' follows once it is empty.
-  backlog?.on('drain', () => {
-    if (dropped > 0) onDropped(dropped)
-    dropped = 0
-  })
   let dropped = 0
+  function reportDropped() {
+    if (dropped === 0 || backlog?.writableLength !== 0) return
+    onDropped(dropped)
+    dropped = 0
+  }
   return {
     write(data: string) {
       let rest: string | Buffer = data
@@ -129,12 +129,14 @@ function newWriter(fd: number, maxQueuedBytes: number, onDropped: (count: number
       const fits = rest.length <= room ? rest.length : rest.lastIndexOf('\n', room - 1) + 1
       if (fits > 0) backlog.write(rest.slice(0, fits))
       for (let i = rest.indexOf('\n', fits); i !== -1; i = rest.indexOf('\n', i + 1)) dropped++
+      // An empty write's callback runs once all before it is written: the last says the queue is empty.
+      if (dropped > 0) backlog.write('', reportDropped)
     },
     flush(timeoutMs: number): Promise<void> {
       if (!backlog?.writableLength) return Promise.resolve()
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, timeoutMs)
-        backlog.write('', () => resolve(clearTimeout(timer))) // called once all before it is written
+        backlog.write('', () => resolve(clearTimeout(timer)))
       })
     },
   }

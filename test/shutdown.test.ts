@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { Agent, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
-import { describe, it } from 'node:test'
+import { describe, it, type TestContext } from 'node:test'
 import type { Handler } from '../internal/router.ts'
 import { newRoutes, type RouteDeps } from '../internal/routes.ts'
 import { newGate, type StartOptions, startService, withRoutes } from './service.ts'
@@ -44,6 +44,23 @@ function withHooks(register: (deps: RouteDeps) => void): StartOptions {
       return newRoutes(deps)
     },
   }
+}
+
+/** startStuck starts the service with a route that never answers, and resolves once a request to it, with requestId, arrived. */
+async function startStuck(t: TestContext, env: Record<string, string>, requestId: string) {
+  const arrived = newGate()
+  const service = await startService(
+    t,
+    env,
+    withRoute('/stuck', () => arrived.open()),
+  )
+  const agent = new Agent()
+  t.after(() => agent.destroy())
+  const req = request(`${service.url}/stuck`, { agent, headers: { 'x-request-id': requestId } })
+  req.on('error', () => {})
+  req.end()
+  await arrived.opened
+  return service
 }
 
 describe('shutdown', () => {
@@ -152,18 +169,7 @@ describe('shutdown', () => {
   })
 
   it('exits 1 at SHUTDOWN_TIMEOUT when a request is stuck, naming it', async (t) => {
-    const arrived = newGate()
-    const service = await startService(
-      t,
-      { SHUTDOWN_TIMEOUT: '1s' },
-      withRoute('/stuck', () => arrived.open()), // never answers
-    )
-    const agent = new Agent()
-    t.after(() => agent.destroy())
-    const req = request(`${service.url}/stuck`, { agent, headers: { 'x-request-id': 'stuck-1' } })
-    req.on('error', () => {})
-    req.end()
-    await arrived.opened
+    const service = await startStuck(t, { SHUTDOWN_TIMEOUT: '1s' }, 'stuck-1')
     service.events.emit('SIGTERM', 'SIGTERM')
     await service.waitForLog((l) => l.msg === 'stopped accepting connections')
     const stopped = performance.now()
@@ -182,18 +188,7 @@ describe('shutdown', () => {
     'cuts a stuck drain at a second signal with 128 + its number, and says nothing of a timeout',
     { timeout: 20_000 },
     async (t) => {
-      const arrived = newGate()
-      const service = await startService(
-        t,
-        { SHUTDOWN_TIMEOUT: '30s' },
-        withRoute('/stuck', () => arrived.open()),
-      )
-      const agent = new Agent()
-      t.after(() => agent.destroy())
-      const req = request(`${service.url}/stuck`, { agent, headers: { 'x-request-id': 'stuck-2' } })
-      req.on('error', () => {})
-      req.end()
-      await arrived.opened
+      const service = await startStuck(t, { SHUTDOWN_TIMEOUT: '30s' }, 'stuck-2')
       service.events.emit('SIGTERM', 'SIGTERM')
       await service.waitForLog((l) => l.msg === 'stopped accepting connections')
       service.events.emit('SIGINT', 'SIGINT')
