@@ -8,14 +8,12 @@ const maxUserAgent = 512
 const milliseconds = Array.from({ length: 1000 }, (_, ms) => `${String(ms).padStart(3, '0')}Z`)
 
 /**
- * newAccessLog returns the function that writes the access line of a finished or aborted response:
- * error for 5xx, warn for 4xx and aborts, info otherwise, with the status the client got. The path
- * is logged without its query string, which may carry tokens.
+ * newAccessLog returns the writer of a response's access line: error for 5xx, warn for 4xx and
+ * aborts, info otherwise; the path without its query string, which may carry tokens.
  *
- * The line is the one log[level](fields, 'request') would write, built directly: pino's generic
- * serialiser costs more than the rest of the request (BENCHMARKS.md). Values a client controls
- * (path, user agent) are escaped here; the others cannot need it: Node accepts only token
- * characters in a method, the router only URL characters in a template, and ids are checked.
+ * The line is the one log[level](fields, 'request') would write, built directly: pino's serialiser
+ * costs more than the rest of the request (BENCHMARKS.md). Path and user agent are escaped; the rest
+ * cannot need it (Node takes only token characters in a method, templates are URL characters, ids are checked).
  */
 export function newAccessLog(log: Logger, output: LogOutput): (res: TrackedResponse) => void {
   const bindings = JSON.stringify(log.bindings()).slice(1, -1)

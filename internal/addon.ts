@@ -7,17 +7,15 @@ import type { Routes } from './router.ts'
 import type { RequestHooks } from './server.ts'
 
 /**
- * AddOn is an optional capability: a folder under internal/ (code, variables, docs, tests), wired
- * in by one line in cmd/server/main.ts and removed by deleting both. The core never imports one.
+ * AddOn is an optional capability: a folder under internal/, wired in by one line in
+ * cmd/server/main.ts and removed by deleting both. The core never imports one.
  */
 export interface AddOn<V extends Vars = Vars> {
   readonly name: string
-  /** vars are parsed, and their problems reported, with the core's. */
-  readonly vars: V
+  readonly vars: V // parsed, and their problems reported, with the core's
   /**
-   * start runs before the public port opens: it opens what the add-on needs, registering cleanup
-   * with lifecycle.onShutdown, and returns its public routes and request hooks. A throw stops the
-   * start with exit code 1 and its message logged.
+   * start runs before the public port opens: it opens what the add-on needs (cleanup registered with
+   * lifecycle.onShutdown) and returns its routes and hooks. A throw stops the start with exit code 1.
    */
   start: (ctx: AddOnContext<ConfigOf<V>>) => AddOnParts | void | Promise<AddOnParts | void>
 }
@@ -30,22 +28,17 @@ export interface AddOnParts {
 
 /** AddOnContext is what an add-on sees of the service. */
 export interface AddOnContext<C> {
-  /** config holds the add-on's own variables; core the service's. */
-  config: C
+  config: C // the add-on's own variables
   core: Config
   log: Logger
   build: BuildInfo
   startedAt: Date
   lifecycle: Lifecycle
-  /** server is the public server's connections and requests, readable once it listens. */
-  server: Pick<Connections, 'inflight' | 'connections' | 'requests'>
-  /** effectiveConfig returns every variable's value, core and add-ons, secrets redacted. */
-  effectiveConfig: () => Record<string, Record<string, unknown>>
+  server: Pick<Connections, 'inflight' | 'connections' | 'requests'> // the public one, once it listens
+  effectiveConfig: () => Record<string, Record<string, unknown>> // every variable's value, secrets redacted
   /**
-   * serve opens a listener of the add-on's own on addr, handled as the public port is and logged
-   * as `listener: name`; quiet leaves successful requests out of the access log. It stays up while
-   * the service drains, and is cut after the shutdown hooks. It rejects with one line naming
-   * variable, the one addr was read from, when it cannot listen.
+   * serve opens a listener of the add-on's own on addr (read from variable), handled as the public
+   * port is; quiet leaves successful requests out of the access log. It is cut after the hooks run.
    */
   serve: (
     name: string,
@@ -58,12 +51,11 @@ export interface AddOnContext<C> {
 
 /** AddOnEntry is one line of cmd/server/main.ts: load imports the add-on when a variable of on is set. */
 export interface AddOnEntry {
-  /** on lists the variables that switch the add-on on; none: always on. */
-  readonly on: readonly string[]
+  readonly on: readonly string[] // none: always on
   readonly load: () => Promise<{ addOn: AddOn<any> }>
 }
 
-/** loadAddOns imports the add-ons env switches on: one that is off costs nothing (README.md, Performance). */
+/** loadAddOns imports the add-ons env switches on: one that is off costs nothing. */
 export function loadAddOns(entries: readonly AddOnEntry[], env: Readonly<Record<string, string | undefined>>) {
   const on = entries.filter((entry) => entry.on.length === 0 || entry.on.some((name) => env[name]))
   return Promise.all(on.map(async (entry) => (await entry.load()).addOn))

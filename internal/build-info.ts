@@ -4,18 +4,12 @@ import { readFileSync } from 'node:fs'
 export interface BuildInfo {
   readonly service: string
   readonly version: string | null
-  /** commit is the git commit hash of the sources. */
   readonly commit: string | null
-  /** commitTime is the commit's time, ISO 8601 in UTC. */
-  readonly commitTime: string | null
-  /** dirty says whether the working tree had uncommitted changes at build time. */
-  readonly dirty: boolean | null
+  readonly commitTime: string | null // ISO 8601, UTC
+  readonly dirty: boolean | null // uncommitted changes at build time
 }
 
-/**
- * buildDir is dist/, where `npm run build` and `npm run stamp` write build-info.json and openapi.yaml:
- * the compiled code and the sources, run directly, read the same files.
- */
+/** buildDir is dist/, where build and stamp write build-info.json and openapi.yaml, for dist/ and sources alike. */
 export const buildDir = new URL(import.meta.url.endsWith('.ts') ? '../dist/' : '../', import.meta.url)
 
 /** readBuild reads the build facts and the spec from dir, and throws when either is missing. */

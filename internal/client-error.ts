@@ -16,17 +16,13 @@ const problems: Record<string, [status: number, detail: string, headers?: string
 }
 const invalid: [number, string] = [400, 'The request is not valid HTTP/1.1.']
 
-/**
- * rejectedChannel carries `{ status }` for every request Node's parser rejected before a handler had
- * it (400, 408, 413, 431) or CONNECT (405): whoever counts requests (metrics) hears of them here.
- */
+/** rejectedChannel carries `{ status }` for each request answered here, for whoever counts requests (metrics). */
 export const rejectedChannel = channel('kickstart.http.rejected')
 
 /**
- * handleClientError answers what Node's parser rejects outside a handler (malformed syntax,
- * oversized headers, header timeouts) with problem+json written straight to the socket, then
- * releases the socket whatever the client does. It answers nothing the client cannot expect (see
- * isUnexpected). Clients that reset or leave mid-request are dropped quietly; the rest are logged.
+ * handleClientError answers what Node's parser rejects (malformed syntax, oversized headers, header
+ * timeouts) with problem+json straight to the socket, unless the client cannot expect an answer,
+ * then releases the socket. Clients that reset or leave mid-request are dropped quietly.
  */
 export function handleClientError(warn: Warn, newId: () => string) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
@@ -53,9 +49,9 @@ export function handleConnect(warn: Warn, newId: () => string) {
 }
 
 /**
- * isUnexpected tells whether an answer after last, the latest request on the connection, is one the
- * client cannot expect: a second status line mid-response, an answer to a request already answered
- * (the bad bytes are its body), or an answer after an announced close (RFC 9112 §9.6).
+ * isUnexpected tells whether the client cannot expect an answer after last, its latest request: a
+ * second status line mid-response, a second answer to one request (the bad bytes are its body), or
+ * an answer after an announced close (RFC 9112 §9.6).
  */
 function isUnexpected(last: ServerResponse | undefined): boolean {
   if (last === undefined) return false
@@ -64,9 +60,8 @@ function isUnexpected(last: ServerResponse | undefined): boolean {
 }
 
 /**
- * respond writes a problem answer and releases the socket once it is handed to the kernel: the
- * server's sockets are half-open, so end() alone would keep the descriptor until the client
- * closes, which an attacker never does.
+ * respond writes a problem answer and releases the socket once the kernel has it: the sockets are
+ * half-open, so end() would keep it until the client closes, which an attacker never does.
  */
 function respond(socket: Duplex, status: number, detail: string, requestId: string, headers: string) {
   const title = STATUS_CODES[status] ?? 'Error'

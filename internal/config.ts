@@ -1,14 +1,12 @@
-/** Kind is how to read one kind of value: parse returns undefined for an invalid one. */
+/** Kind reads one kind of value: parse returns undefined for an invalid one, and expected says what was. */
 export interface Kind<T> {
   readonly parse: (raw: string) => T | undefined
-  /** expected completes "Expected `NAME` to be …" when parse refuses a value. */
-  readonly expected: string
+  readonly expected: string // completes "Expected `NAME` to be …"
 }
 
 /**
- * Var declares one environment variable: its name, its default ('' is unset, as an empty value is),
- * its kind, and whether its value is secret: never in logs, errors or /debug/vars. Its type, error
- * message and redaction follow; its meaning is in the owner's README, held to this by a test.
+ * Var declares an environment variable: name, default ('' is unset, as an empty value is), kind,
+ * and whether it is secret: never in logs, errors or /debug/vars. Its meaning is in the README.
  */
 export interface Var<T> extends Kind<T> {
   readonly name: string
@@ -31,16 +29,13 @@ export type LogLevel = (typeof logLevels)[number]
 
 const kind = <T>(expected: string, parse: (raw: string) => T | undefined): Kind<T> => ({ parse, expected })
 
-/** duration reads a Go-style duration ('500ms', '10s', '1m30s') into milliseconds. */
 export const duration = kind('a duration with a unit, like 500ms, 10s, 1m or 1m30s', parseDuration)
 export const positiveDuration = kind('a duration above zero with a unit, like 500ms, 10s or 1m', (raw) => {
   return parseDuration(raw) || undefined
 })
-/** count reads a count of at least 1, like 250: digits only, no sign, exponent or leading zero. */
 export const count = kind('an integer from 1 to 9999999', (raw) =>
   /^[1-9]\d{0,6}$/.test(raw) ? Number(raw) : undefined,
 )
-/** address reads an optional host:port for an add-on's listener: '' (unset) is null, off. */
 export const address = kind(
   'host:port, like 127.0.0.1:6060, localhost:6060, [::1]:6060 or :6060 (all interfaces)',
   parseAddress,
@@ -50,12 +45,12 @@ const host = kind('a host name or IP address', (raw) => (/^[\w.:%-]*$/.test(raw)
 const logLevel = kind(`one of ${logLevels.join(', ')}`, (raw) => logLevels.find((level) => level === raw))
 const size = kind('a size with a unit, like 512B, 16KiB or 1MiB', parseSize)
 
-/** optional makes kind take '' (unset) as null, off: for a limit or feature with no default. */
+/** optional makes kind take '' (unset) as null, off. */
 export function optional<T>(of: Kind<T>): Kind<T | null> {
   return kind(of.expected, (raw) => (raw === '' ? null : of.parse(raw)))
 }
 
-/** coreVars declares the variables of the core service (README.md, Configuration); add-ons declare their own. */
+/** coreVars declares the core's variables (README.md, Configuration); add-ons declare their own. */
 export const coreVars = {
   port: { name: 'PORT', default: '8080', ...port },
   host: { name: 'HOST', default: '', ...host },
@@ -70,13 +65,11 @@ export const coreVars = {
   maxConnections: { name: 'MAX_CONNECTIONS', default: '', ...optional(count) },
 } satisfies Vars
 
-/** Config is the core service's configuration. */
 export type Config = ConfigOf<typeof coreVars>
 
 /**
- * parseConfig reads the variables vars declares from env, an unset or empty one taking its default.
- * It never throws: problems has one sentence per invalid variable (a secret's without its value),
- * and config holds the defaults in their place. config is frozen.
+ * parseConfig reads vars from env, an unset or empty one taking its default. problems has a sentence
+ * per invalid variable (a secret's without its value); config, frozen, has the defaults in their place.
  */
 export function parseConfig<V extends Vars>(env: Env, vars: V): { config: ConfigOf<V>; problems: string[] } {
   const config: Record<string, unknown> = {}
@@ -98,7 +91,7 @@ export function checkConfig(config: Config, env: Env): string[] {
   return [`Expected \`HEADERS_TIMEOUT\` to be at most \`REQUEST_TIMEOUT\` (${request}), got \`${headers}\``]
 }
 
-/** redactConfig returns config with every secret value replaced by '[REDACTED]', for logs and /debug/vars. */
+/** redactConfig returns config with every secret value replaced by '[REDACTED]'. */
 export function redactConfig(config: Record<string, unknown>, vars: Vars): Record<string, unknown> {
   return Object.fromEntries(Object.entries(config).map(([k, value]) => [k, vars[k]?.secret ? '[REDACTED]' : value]))
 }
@@ -115,9 +108,8 @@ export function parseSize(value: string): number | undefined {
 const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
 /**
- * parseDuration turns a Go-style duration ('500ms', '10s', '1m30s', '1.5h') into milliseconds, and
- * anything else, bare numbers included, into undefined: a unit is never guessed. Past 2^31-1 ms,
- * where setTimeout would fire at once, it is undefined too.
+ * parseDuration turns a Go-style duration ('500ms', '1m30s', '1.5h') into milliseconds; a bare number
+ * is undefined (a unit is never guessed), and so is 2^31 ms or more, where setTimeout fires at once.
  */
 export function parseDuration(value: string): number | undefined {
   if (!/^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/.test(value)) return undefined
@@ -126,8 +118,7 @@ export function parseDuration(value: string): number | undefined {
   return ms < 2 ** 31 ? Math.round(ms) : undefined
 }
 
-// host:port as Go's net.Listen takes it: an IPv6 host goes in brackets, an empty host means every
-// interface. An unbracketed IPv6 address ('::1:6060') is refused: which colon ends it is a guess.
+// host:port as Go's net.Listen takes it, IPv6 in brackets ('::1:6060' is a guess), '' all interfaces.
 const addressPattern = /^(?:\[([\da-fA-F.]*:[\da-fA-F:.]*(?:%[\w.-]+)?)\]|([\w.-]*)):(\d{1,5})$/
 
 /** parseAddress reads an optional host:port: '' (unset) is null, off. */

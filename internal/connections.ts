@@ -10,9 +10,9 @@ import type { TrackedResponse } from './response.ts'
 export type HTTPServer = Server<typeof IncomingMessage, typeof TrackedResponse>
 
 /**
- * Connections is a listener's connections and requests in flight, and how they drain: drain()
- * makes each connection close after the latest request it received; close() stops accepting and
- * resolves once every connection closed (bound it with a timeout); destroy() cuts them all.
+ * Connections is a listener's connections and requests in flight: drain() makes each connection
+ * close after its latest request; close() stops accepting and resolves once every connection
+ * closed (bound it with a timeout); destroy() cuts them all.
  */
 export type Connections = Readonly<Omit<ReturnType<typeof newConnections>, 'track'>>
 
@@ -26,8 +26,7 @@ type TrackedSocket = Socket & { [queued]: TrackedResponse[]; [latest]: TrackedRe
 
 /**
  * connectionBudget returns the default MAX_CONNECTIONS: the soft limit on open files less a tenth
- * (at least 32) for the service's own files, so the service refuses connections, and says so,
- * before libuv runs out of descriptors and closes them silently.
+ * (at least 32), so the service refuses connections, and says so, before it runs out of descriptors.
  */
 export function connectionBudget(limits = '/proc/self/limits'): number {
   const text = existsSync(limits) ? readFileSync(limits, 'utf8') : ''
@@ -35,15 +34,12 @@ export function connectionBudget(limits = '/proc/self/limits'): number {
   return soft >= 0 ? soft - Math.max(32, Math.ceil(soft / 10)) : Infinity
 }
 
-/**
- * newConnections tracks server's connections and requests. track() sees every request first:
- * false means it must not be handled. onDone hears each tracked response once, when it closes.
- */
+/** newConnections tracks server's connections; track(res) false means: do not handle it. onDone hears each close. */
 export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDone: (res: TrackedResponse) => void) {
   const state = watch(server, warn)
   let whenIdle = () => {}
   let idle: Promise<void> | undefined // what destroy() waits for, however often it is called
-  // One listener shared by every response ('this' is the response): no closure per request.
+  // One listener for every response ('this'): no closure per request.
   function onClose(this: TrackedResponse) {
     const responses = (this.req.socket as TrackedSocket)[queued]
     const i = responses.indexOf(this)
@@ -73,7 +69,6 @@ export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDo
     },
     drain() {
       connections.draining = true
-      // A response whose headers are out closes its socket in onClose, once closing.
       for (const socket of state.sockets)
         if (socket[latest]?.headersSent === false) socket[latest].shouldKeepAlive = false
     },
@@ -125,10 +120,7 @@ async function stopAccepting(server: HTTPServer, log: Logger, state: ReturnType<
   await closed
 }
 
-/**
- * watch keeps server's open connections and counts those accepted. It logs the connections refused
- * (past MAX_CONNECTIONS) or not accepted (ENFILE...: Node would throw those, stopping the service).
- */
+/** watch keeps server's connections, counts them, logs those refused or not accepted (ENFILE: Node would throw). */
 function watch(server: HTTPServer, warn: Warn) {
   const state = { sockets: new Set<TrackedSocket>(), accepted: 0, closing: false }
   server.on('connection', (socket: TrackedSocket) => {

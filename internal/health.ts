@@ -6,9 +6,8 @@ import type { Handler } from './router.ts'
 const json = { 'content-type': 'application/json', 'cache-control': 'no-store' }
 
 /**
- * handleHealth answers liveness probes and people: the service, its build, when it started and how
- * long it has run. It never asks a dependency, as restarting the pod cures no database outage, and
- * stays 200 while the service drains, so Kubernetes does not restart a pod shutting down.
+ * handleHealth answers liveness probes and people: the service, its build and uptime. It never asks a
+ * dependency (a restart cures no database outage) and stays 200 while draining.
  */
 export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
   const { service, version, commit, commitTime, dirty } = build
@@ -19,7 +18,7 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
     startedAt: startedAt.toISOString(),
     build: { commit, commitTime, dirty },
   }).slice(0, -1)
-  // Only the uptime changes, once a second: the requests of one second share a body and headers.
+  // Only the uptime changes, once a second: the requests of a second share a body.
   let last = -1
   let body = ''
   let headers = {}
@@ -34,10 +33,7 @@ export function handleHealth(build: BuildInfo, startedAt: Date): Handler {
   }
 }
 
-/**
- * handleReady answers readiness probes: 503 from the moment shutdown begins, so load balancers stop
- * sending before the listener closes; else 200, or 503 naming the checks that fail.
- */
+/** handleReady answers 503 from the moment shutdown begins, so load balancers stop sending; else the checks' outcome. */
 export function handleReady(lifecycle: { readonly stopping: AbortSignal; readiness(): Promise<Readiness> }): Handler {
   const body = '{"status":"ready"}'
   const headers = { ...json, 'content-length': body.length }

@@ -17,17 +17,13 @@ export function sendJSON<R = unknown, S extends Status<R> = Status<R>>(
   send(res, status, 'application/json', JSON.stringify(body), headers)
 }
 
-/**
- * FieldError names one invalid part of a request and says why, as RFC 9457's example does: a JSON
- * pointer into the body, or the name of a path or query parameter.
- */
+/** FieldError names one invalid part of a request, as RFC 9457's example does: a body's JSON pointer or a parameter. */
 export type FieldError = { pointer: string; detail: string } | { parameter: string; detail: string }
 
 /**
- * sendProblem answers with an RFC 9457 problem+json body: `type` is about:blank, so `title` is the
- * status phrase, and `detail` says what went wrong in words meant for the client; extensions add
- * members, such as `errors: FieldError[]` naming each invalid field. Never put an error's message
- * or stack in `detail`: they are internals (kickstart.go's #86).
+ * sendProblem answers with an RFC 9457 problem+json body: `title` is the status phrase, `detail`
+ * says what went wrong, for the client: never an error's message or stack (kickstart.go's #86).
+ * extensions add members, such as `errors` naming each invalid field.
  */
 export function sendProblem<R = unknown>(
   res: Response<R>,
@@ -45,13 +41,12 @@ function send(res: TrackedResponse, status: number, type: string, body: string, 
 }
 
 /**
- * readBody reads the request body of at most limit bytes (MAX_BODY_SIZE). It resolves with the
- * body, or with undefined once the request has been answered or abandoned: 413 when the body is
- * larger than limit (checked against Content-Length first, so nothing is read), or nothing when
- * the client went away. Every route that reads a body goes through here, so none forgets a limit.
+ * readBody reads a request body of at most limit bytes (MAX_BODY_SIZE), or resolves undefined once
+ * the request is answered (413, checked against Content-Length first) or abandoned.
  */
 export async function readBody(req: IncomingMessage, res: TrackedResponse, limit: number): Promise<Buffer | undefined> {
-  if (Number(req.headers['content-length'] ?? 0) > limit) return tooLarge(req, res, limit)
+  const tooLarge = () => refuse(req, res, 413, `The request body is larger than ${limit} bytes.`)
+  if (Number(req.headers['content-length'] ?? 0) > limit) return tooLarge()
   const chunks: Buffer[] = []
   let size = 0
   // Not a for-await loop: leaving it early destroys the request, and with it the socket the 413 needs.
@@ -68,38 +63,30 @@ export async function readBody(req: IncomingMessage, res: TrackedResponse, limit
   })
   if (complete) return Buffer.concat(chunks, size)
   // Else the client went away, or the parser rejected the body and answered already.
-  return size > limit ? tooLarge(req, res, limit) : undefined
+  return size > limit ? tooLarge() : undefined
 }
 
-function tooLarge(req: IncomingMessage, res: TrackedResponse, limit: number): undefined {
-  req.resume() // discard the rest as it arrives; the connection closes after the answer
+/** refuse answers status without reading the rest of the body: it is discarded, and the connection closes. */
+function refuse(req: IncomingMessage, res: TrackedResponse, status: number, detail: string): undefined {
+  req.resume()
   res.shouldKeepAlive = false
-  sendProblem(res, 413, `The request body is larger than ${limit} bytes.`)
+  sendProblem(res, status, detail)
 }
 
 /**
- * readJSON reads a JSON request body within limit, answering itself when it cannot: 415 unless the
- * content type is application/json, 413 above limit, 400 for malformed JSON (saying where). It
- * resolves with the parsed value, unchecked, or with undefined once the request is answered:
- *
- *   const body = await readJSON(req, res, deps.config.maxBodyBytes)
- *   if (body === undefined) return
+ * readJSON reads a JSON body within limit, or answers 415, 413 or 400 (saying where) and resolves
+ * undefined: `const body = await readJSON(req, res, limit); if (body === undefined) return`.
  */
 export async function readJSON(req: IncomingMessage, res: TrackedResponse, limit: number): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
-  if (!/^application\/json\s*(?:;|$)/i.test(type)) {
-    req.resume()
-    res.shouldKeepAlive = false // the body is not read, so the connection cannot carry another request
-    sendProblem(res, 415, `Expected a body of type application/json, got ${type === '' ? 'none' : type}.`)
-    return undefined
-  }
+  if (!/^application\/json\s*(?:;|$)/i.test(type))
+    return refuse(req, res, 415, `Expected a body of type application/json, got ${type === '' ? 'none' : type}.`)
   const body = await readBody(req, res, limit)
   if (body === undefined) return undefined
   try {
     return JSON.parse(body.toString('utf8'))
   } catch (err) {
-    // V8's message says where ("... in JSON at position 12 (line 1 column 13)") and holds only the
-    // client's own input: safe to send back.
+    // V8's message says where ("at position 12 (line 1 column 13)"), from the client's input only.
     sendProblem(res, 400, `The body is not valid JSON: ${(err as Error).message}`)
     return undefined
   }

@@ -1,22 +1,19 @@
+import { once } from 'node:events'
 import type { Logger } from './log.ts'
 
 /** ShutdownHook releases one resource (a database, a queue client); signal aborts at the deadline. */
 export type ShutdownHook = (signal: AbortSignal) => unknown
-
-/**
- * ReadyCheck resolves when a dependency can serve, and throws when it cannot, with a message that
- * names no secret; signal aborts at the check's timeout.
- */
+/** ReadyCheck throws when a dependency cannot serve, with a message naming no secret; signal aborts at its timeout. */
 export type ReadyCheck = (signal: AbortSignal) => unknown
 
 /** Lifecycle is what the service's code sees of readiness and shutdown. */
 export type Lifecycle = Pick<ReturnType<typeof newLifecycle>, 'stopping' | 'onShutdown' | 'addCheck'>
 
-/** Readiness is the outcome of the checks: the failing ones with why, or none. */
+/** Readiness is the outcome of the checks. */
 export type Readiness = { ok: true } | { ok: false; failing: { name: string; reason: string }[] }
 
-// A check slower than a readiness probe's default timeout (1 s) might as well fail; an outcome
-// is reused for a second, so a storm of probes costs one round of checks.
+// A check slower than a probe's default timeout (1 s) might as well fail; an outcome is reused for
+// a second, so a storm of probes costs one round of checks.
 const checkTimeoutMs = 800
 const cacheMs = 1000
 
@@ -27,15 +24,9 @@ export function newLifecycle() {
   const checks: { name: string; check: ReadyCheck }[] = []
   let cached = { at: -Infinity, outcome: Promise.resolve<Readiness>({ ok: true }) }
   return {
-    /**
-     * stopping aborts when shutdown begins: /ready answers 503 from then on, and work that is not a
-     * request (jobs, queue consumers) takes nothing new and winds down.
-     */
+    /** stopping aborts when shutdown begins: /ready answers 503, and jobs and consumers wind down. */
     stopping: stopping.signal,
-    /**
-     * onShutdown registers hook to run once the server stopped serving: one at a time, in reverse
-     * order of registration, each within what is left of SHUTDOWN_TIMEOUT, each logged.
-     */
+    /** onShutdown registers hook to run after serving stops: in reverse order, within SHUTDOWN_TIMEOUT, logged. */
     onShutdown: (name: string, hook: ShutdownHook) => void hooks.push({ name, hook }),
     /** addCheck registers a check /ready runs (README.md, Dependencies). */
     addCheck: (name: string, check: ReadyCheck) => void checks.push({ name, check }),
@@ -46,10 +37,7 @@ export function newLifecycle() {
       if (checks.length > 0 && now - cached.at >= cacheMs) cached = { at: now, outcome: runChecks(checks) }
       return cached.outcome
     },
-    /**
-     * runHooks runs the hooks until deadline, a performance.now() time, and returns the names of
-     * those that failed, timed out, or never started for lack of time.
-     */
+    /** runHooks runs the hooks until deadline (performance.now()) and returns the names of those that failed. */
     async runHooks(log: Logger, deadline: number): Promise<string[]> {
       const failed: string[] = []
       for (const { name, hook } of hooks.toReversed()) {
@@ -81,16 +69,13 @@ async function runChecks(checks: { name: string; check: ReadyCheck }[]): Promise
 }
 
 /**
- * within runs fn with a signal that aborts after ms, and settles when fn does or at the timeout,
- * whichever comes first. Not AbortSignal.timeout(): its timer is unref'd, so a hook waiting on
- * nothing would let the process exit mid-shutdown instead of being reported.
+ * within runs fn with a signal that aborts after ms, and settles when fn does or at the timeout. Not
+ * AbortSignal.timeout(): its timer is unref'd, so a hook waiting on nothing would end the process.
  */
 async function within(ms: number, fn: (signal: AbortSignal) => unknown, timeoutMessage: string) {
   const controller = new AbortController()
   const timer = setTimeout(() => controller.abort(new Error(timeoutMessage)), Math.max(0, ms))
-  const aborted = new Promise<never>((_, reject) => {
-    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true })
-  })
+  const aborted = once(controller.signal, 'abort').then(() => Promise.reject(controller.signal.reason))
   try {
     await Promise.race([Promise.resolve().then(() => fn(controller.signal)), aborted])
     return { ok: true, timedOut: false, err: undefined as unknown }

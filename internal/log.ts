@@ -14,17 +14,15 @@ const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino')
 // Credentials never reach the logs, whatever a handler logs about a request.
 const redactPaths = ['authorization', 'cookie', 'set-cookie'].flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`])
 
-/** LogOutput is where log lines go: pino's lines and the access lines. */
+/** LogOutput is where log lines go; onDropped hears how many it dropped, once it keeps up again. */
 export interface LogOutput {
   write(line: string): void
-  /** onDropped, when set, hears how many lines were dropped, once the output keeps up again. */
   onDropped?: (count: number) => void
 }
 
 /**
- * newLogger returns the root logger: a JSON line per event, the level as its label, ISO time and
- * base (service, version) on every line. Given the request context, a line logged while a request
- * is handled, however deep in the call stack, carries its requestId, traceId and spanId.
+ * newLogger returns the root logger: JSON lines with the level's label, ISO time and base. A line
+ * logged while a request is handled (context), however deep the call, carries the request's ids.
  */
 export function newLogger(
   output: LogOutput,
@@ -46,18 +44,11 @@ export function newLogger(
   )
 }
 
-/** StdoutOutput is the process's LogOutput, with a bounded wait for what is still queued. */
-export interface StdoutOutput extends LogOutput {
-  /** flush resolves once every queued line is written, or after timeoutMs if stdout does not take them. */
-  flush(timeoutMs: number): Promise<void>
-}
-
 /**
- * newStdoutOutput writes log lines to file descriptor fd and never blocks the event loop. A line
- * that comes a millisecond or more after the last write goes out at once, one system call; under
- * load, a line that follows closer waits with the rest of its event-loop turn for one write at the
- * turn's end, as a system call per line would cost more than the line (BENCHMARKS.md). now is the
- * clock, in milliseconds.
+ * newStdoutOutput writes log lines to fd without blocking the event loop; flush waits, at most
+ * timeoutMs, for what is queued. A line a millisecond or more after the last write goes out at
+ * once; under load, lines wait for one write at their event-loop turn's end, as a system call per
+ * line would cost more than the line (BENCHMARKS.md).
  */
 export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024, now = () => performance.now()) {
   const writer = newWriter(fd, maxQueuedBytes, (count) => output.onDropped?.(count))
@@ -69,7 +60,7 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024, now =
     lastWrite = now()
     writer.write(data)
   }
-  const output: StdoutOutput = {
+  const output: LogOutput & { flush(timeoutMs: number): Promise<void> } = {
     write(line) {
       if (batch === '') {
         const t = now()
@@ -90,10 +81,9 @@ export function newStdoutOutput(fd = 1, maxQueuedBytes = 16 * 1024 * 1024, now =
 }
 
 /**
- * newWriter writes to fd without waiting. When fd is a pipe or socket, a container's stdout, and
- * its reader stalls, lines queue in memory up to maxQueuedBytes and go out in order once it is
- * back; past the bound they are dropped and counted, and onDropped hears the count when the queue
- * is empty again. Serving, /ready and stop signals never wait for a log reader (README.md, Logs).
+ * newWriter writes to fd without waiting. When fd is a pipe (a container's stdout) whose reader
+ * stalls, lines queue up to maxQueuedBytes and go out in order once it is back; past the bound they
+ * are dropped, and onDropped hears the count once the queue is empty (README.md, Logs).
  */
 function newWriter(fd: number, maxQueuedBytes: number, onDropped: (count: number) => void) {
   const stat = fstatSync(fd)
@@ -146,9 +136,8 @@ function newWriter(fd: number, maxQueuedBytes: number, onDropped: (count: number
 export type Warn = (fields: Record<string, unknown>, message: string) => void
 
 /**
- * newWarnings returns the budget of lines about misbehaving clients that every listener shares:
- * at most limit a window, so a flood of bad requests costs a few lines. for(log) logs through log;
- * the next line let through says how many were dropped before it, and dropped() says it at the end.
+ * newWarnings returns the budget every listener shares for lines about misbehaving clients: at most
+ * limit a window. The next line let through says how many were dropped; dropped() says it at the end.
  */
 export function newWarnings(limit = 10, windowMs = 1000, now = () => performance.now()) {
   let windowStart = -Infinity

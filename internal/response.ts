@@ -5,26 +5,18 @@ type Callback = (err?: Error | null) => void
 type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
 
 /**
- * TrackedResponse is the response decorator, a Go ResponseWriter wrapper's counterpart: node:http
- * creates it (`createServer({ ServerResponse: TrackedResponse })`), so it costs no wrapper and
- * loses no capability. It counts body bytes, keeps what the access log and the add-ons' hooks read
- * on 'close', and adds the headers every response carries.
+ * TrackedResponse is the response decorator (a Go ResponseWriter wrapper's counterpart) that node:http
+ * itself creates, so it costs no wrapper: it counts body bytes, keeps what the access log reads, and
+ * adds the headers every response carries.
  */
 export class TrackedResponse extends ServerResponse {
-  /** startedAt is performance.now() when the request's headers were parsed. */
-  readonly startedAt = performance.now()
-  /** closedAt is performance.now() when the response finished or was aborted; 0 until then. */
-  closedAt = 0
-  /** requestId identifies the request in logs and in the X-Request-Id header; '' adds no headers. */
-  requestId = ''
-  /** path is the request target's path, without the query string: what routing and logs use. */
-  path = ''
-  /** route is the template of the matched route ('/items/{id}'), '' when none matched. */
-  route = ''
-  /** refused is true when an admit hook answered the request itself (shed it); the hook logs it. */
-  refused = false
-  /** trace is the request's W3C trace context: formatTraceparent(res.trace) continues it downstream. */
-  trace: TraceContext = noTrace
+  readonly startedAt = performance.now() // when the request's headers were parsed
+  closedAt = 0 // performance.now() when the response finished or was aborted
+  requestId = '' // in logs and X-Request-Id; '' adds no headers
+  path = '' // the target's path, without the query string
+  route = '' // the matched template ('/items/{id}'), '' for none
+  refused = false // an admit hook answered (shed) it, and logged it
+  trace: TraceContext = noTrace // formatTraceparent(res.trace) continues it downstream
   #written = 0
 
   /** logFields returns the ids every log line of this request carries, a new object each time. */
@@ -39,23 +31,17 @@ export class TrackedResponse extends ServerResponse {
     return this.#written
   }
 
-  /** aborted is true once the response closed before it finished: the client left, or the handler cut it. */
+  /** aborted is true once the response closed before it finished. */
   get aborted(): boolean {
     return this.destroyed && !this.writableFinished
   }
 
-  /**
-   * sentStatus is the status the client got: 499 (nginx's "client closed request") for a response
-   * aborted before anything went out, never a status the client did not get.
-   */
+  /** sentStatus is the status the client got: 499 (nginx's "client closed request") if none went out. */
   get sentStatus(): number {
     return !this.aborted || (this.headersSent && this.socket !== null) ? this.statusCode : 499
   }
 
-  /**
-   * writeHead adds `X-Request-Id` and `X-Content-Type-Options: nosniff`: to a copy of a headers
-   * object, which Node writes on its fast path, as a setHeader() costs more than routing.
-   */
+  /** writeHead adds X-Request-Id and nosniff, into a copy of a headers object: setHeader() costs more than routing. */
   override writeHead(statusCode: number, reasonOrHeaders?: string | Headers, maybeHeaders?: Headers): this {
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined
     let headers = reason === undefined ? (reasonOrHeaders as Headers | undefined) : maybeHeaders

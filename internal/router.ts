@@ -12,16 +12,12 @@ type ParamNames<T extends string> = T extends `${string}{${infer Name}}${infer R
 declare const documented: unique symbol
 
 /**
- * Response is the response of an operation whose answers a spec documents (R: the JSON body of
- * each status, from a generated api-types.ts): sendJSON and sendProblem accept only those. At run
- * time it is the TrackedResponse; the rest is for the compiler.
+ * Response is a TrackedResponse to which sendJSON and sendProblem send only the answers R, the
+ * bodies by status a spec documents (api-types.ts), allows. R is for the compiler only.
  */
 export type Response<R = unknown> = TrackedResponse & { readonly [documented]?: R }
 
-/**
- * Handler answers one request. Anything it throws or rejects with becomes a logged 500, so expected
- * outcomes (not found, invalid input) should be responses, not exceptions.
- */
+/** Handler answers one request; a throw or rejection becomes a logged 500, so expected outcomes are responses. */
 export type Handler<P = Params, R = unknown> = (
   req: IncomingMessage,
   res: Response<R>,
@@ -30,10 +26,7 @@ export type Handler<P = Params, R = unknown> = (
 
 type MethodHandlers<Template extends string = string> = Partial<Record<Method, Handler<Params<Template>>>>
 
-/**
- * Routes maps OpenAPI path templates, the strings openapi.yaml uses ('/items/{id}'), to their
- * handlers. A parameter is a whole path segment; a static segment wins over a parameter.
- */
+/** Routes maps openapi.yaml's path templates ('/items/{id}'; a parameter is a whole segment) to handlers. */
 export type Routes = { readonly [template: string]: MethodHandlers }
 
 /** routes types each handler's params after its template: `'/items/{id}': { GET: (req, res, { id }) => … }`. */
@@ -42,9 +35,8 @@ export function routes<const T extends string>(table: { [K in T]: MethodHandlers
 }
 
 /**
- * typedRoutes returns routes() for the operations a spec documents (Operations, generated in
- * api-types.ts): each handler may send only the answers its operation documents, and a route or
- * method the spec lacks does not compile.
+ * typedRoutes returns routes() for the Operations a spec documents (api-types.ts): a handler may send
+ * only the answers its operation documents, and a route or method the spec lacks does not compile.
  */
 export function typedRoutes<Operations>() {
   return <const T extends string>(table: {
@@ -60,15 +52,14 @@ type ResponsesOf<Operation> = Operation extends { responses: infer R } ? R : nev
 
 type Route = { template: string; handlers: Map<string, Handler>; allow: string }
 
-// Segments of URL characters, a parameter a whole segment: nothing a log line would need to escape.
+// URL characters only: nothing a log line would need to escape.
 const templatePattern = /^(?:\/(?:[\w\-.~!$&'()*+,;=:@%]*|\{\w+\}))+$/
 const noParams: Params = Object.freeze({})
 
 /**
- * newRouter compiles table and returns its lookup: a path's route and percent-decoded parameters,
- * 'malformed' for a parameter that does not decode, or undefined. A static path is one Map lookup;
- * other paths try the parameterised templates, the most specific first: where two differ first,
- * the static segment. It throws for a template that is not one, and for two that match the same paths.
+ * newRouter returns table's lookup: a path's route and decoded parameters, 'malformed' for one that
+ * does not decode, or undefined. A static path is one Map lookup; others try the templates, a static
+ * segment before a parameter. It throws for an invalid template and for two matching the same paths.
  */
 export function newRouter(table: Routes): (path: string) => { route: Route; params: Params } | 'malformed' | undefined {
   const exact = new Map<string, { route: Route; params: Params }>()

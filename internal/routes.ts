@@ -16,9 +16,8 @@ export interface RouteDeps {
 }
 
 /**
- * newRoutes is the one place that lists the service's routes (add-ons bring their own), keyed by
- * the path templates openapi.yaml uses; the tests fail when the two drift apart. It runs once at
- * start-up, before the port opens: open what the handlers need here (README.md, Dependencies).
+ * newRoutes is the one place that lists the service's routes (add-ons bring their own), by
+ * openapi.yaml's templates. It runs once, before the port opens: open dependencies here.
  */
 export async function newRoutes(deps: RouteDeps): Promise<Routes> {
   // Open dependencies here, each with its cleanup and, if it can fail, its readiness check:

@@ -16,29 +16,20 @@ import { type Listener, newServer, type RequestHooks } from './server.ts'
 /** RunInput is what run() takes from the process; tests hand in their own. */
 export interface RunInput {
   env: Env
-  /** stdout receives the JSON log lines. */
-  stdout: LogOutput
-  /**
-   * events delivers SIGTERM and SIGINT (stop gracefully; a second one stops at once) and
-   * uncaughtException and unhandledRejection (logged as fatal; stop gracefully, exit 1).
-   */
+  stdout: LogOutput // receives the JSON log lines
+  /** events delivers SIGTERM and SIGINT (a second one stops at once), uncaughtException and unhandledRejection. */
   events: Pick<EventEmitter, 'on' | 'off'>
-  /** addOns are the optional capabilities switched on (cmd/server/main.ts lists them). */
-  addOns?: readonly AddOn<any>[]
-  /** routes builds the route table (routes.ts); tests add routes with it. */
-  routes?: (deps: RouteDeps) => Routes | Promise<Routes>
+  addOns?: readonly AddOn<any>[] // the ones switched on (cmd/server/main.ts)
+  routes?: (deps: RouteDeps) => Routes | Promise<Routes> // the route table (routes.ts); tests add to it
 }
 
 /** Exit codes run() returns (README.md); a second signal gives 128 + its number. */
 export const exitCodes = { ok: 0, failed: 1, config: 2 } as const
 
-/**
- * run is the service's life: configure, start (dependencies, add-ons, then the port), serve until
- * a stop, drain, and return the exit code. It throws only for bugs, and leaves no listener on events.
- */
+/** run is the service's life: configure, start, serve until a stop, drain; it returns the exit code. */
 export async function run(input: RunInput): Promise<number> {
   const stop = watchStop(input.events)
-  const listeners: Listener[] = [] // the add-ons' own: open through the drain, so a stuck one can be inspected
+  const listeners: Listener[] = [] // the add-ons' own, open through the drain to inspect a stuck one
   try {
     const setup = configure(input)
     if (typeof setup === 'number') return setup
@@ -49,10 +40,7 @@ export async function run(input: RunInput): Promise<number> {
     if (err !== undefined) setup.log.fatal({ err }, 'shutdown started after an uncaught error')
     else setup.log.info({ signal }, 'shutdown started')
     const code = await Promise.race([drain(setup, http, stop.forced), stop.second])
-    if (stop.forced.aborted) {
-      await http.destroy() // a second signal cuts every connection
-      return stop.second
-    }
+    if (stop.forced.aborted) return await http.destroy().then(() => stop.second) // cut every connection
     return stop.failed && code === exitCodes.ok ? exitCodes.failed : code
   } finally {
     await Promise.all(listeners.map((listener) => listener.destroy()))
@@ -83,8 +71,8 @@ function configure({ env, stdout, addOns = [] }: RunInput) {
   const context = new AsyncLocalStorage<TrackedResponse>() // the request a log line is written for
   const log = newLogger(stdout, core.config.logLevel, base, context)
   stdout.onDropped = (dropped) => log.warn({ dropped }, 'log lines dropped: stdout did not keep up')
-  const configs: Record<string, Record<string, unknown>> = { core: redactConfig(core.config, coreVars) }
-  for (const [i, addOn] of addOns.entries()) configs[addOn.name] = redactConfig(parsed[i]!.config, addOn.vars)
+  const redacted = addOns.map((addOn, i) => [addOn.name, redactConfig(parsed[i]!.config, addOn.vars)])
+  const configs = Object.fromEntries([['core', redactConfig(core.config, coreVars)], ...redacted])
   return {
     ...built,
     config: core.config,
@@ -106,9 +94,8 @@ function newListener(setup: Setup, log: Logger, routes: Routes, hooks?: RequestH
 }
 
 /**
- * start opens the routes' dependencies, then the add-ons, then the public port; shutdown hooks run
- * in reverse, so the add-ons' work stops before the dependencies close. When something cannot
- * start, it closes what did and returns the exit code.
+ * start opens the routes' dependencies, then the add-ons, then the public port (shutdown hooks run in
+ * reverse). When something cannot start, it closes what did and returns the exit code.
  */
 async function start({ addOns = [], routes = newRoutes }: RunInput, setup: Setup, listeners: Listener[]) {
   const { build, spec, config, log, startedAt, lifecycle } = setup
@@ -121,7 +108,7 @@ async function start({ addOns = [], routes = newRoutes }: RunInput, setup: Setup
   let http: Listener | undefined
   const ctx = addOnContext(setup, listeners, () => http)
   const parts: AddOnParts[] = []
-  let starting = '' // the add-on whose start may fail; '' for the routes' dependencies
+  let starting = '' // '' for the routes' dependencies
   try {
     parts.push({ routes: await routes({ build, config, spec, startedAt, lifecycle, log }) })
     for (const [i, addOn] of addOns.entries()) {
@@ -180,32 +167,18 @@ function addOnContext(setup: Setup, listeners: Listener[], http: () => Listener 
 async function listen({ server }: Listener, { host, port }: Address, names: string): Promise<AddressInfo> {
   const listening = once(server, 'listening') // rejects on 'error', which a taken port emits
   server.listen({ port, host: host || undefined })
-  try {
-    await listening
-  } catch (err) {
-    const reasons: Record<string, string> = {
-      EADDRINUSE: `port ${port} (${names}) is already in use`,
-      EACCES: `no permission to use port ${port} (${names})`,
-      EADDRNOTAVAIL: `${host} (${names}) is not an address of this machine`,
-      ENOTFOUND: `${host} (${names}) does not resolve`,
-    }
-    const { code, message } = err as NodeJS.ErrnoException
-    const reason = reasons[code === 'EAI_AGAIN' ? 'ENOTFOUND' : (code ?? '')] ?? `port ${port} (${names}): ${message}`
-    throw new Error(`cannot listen: ${reason}`)
-  }
+  await listening.catch((err: Error) => Promise.reject(new Error(`cannot listen (${names}): ${err.message}`)))
   return server.address() as AddressInfo
 }
 
 /**
- * drain is the shutdown after the first stop: /ready turns 503 and connections announce their
- * close; after SHUTDOWN_DELAY the listener closes and requests in flight finish within
- * SHUTDOWN_TIMEOUT; then the hooks run. It returns the exit code; forced ends its waits.
+ * drain: /ready turns 503 and connections announce their close; after SHUTDOWN_DELAY the listener
+ * closes and requests in flight finish within SHUTDOWN_TIMEOUT; then the hooks run. forced ends it.
  */
 async function drain({ config, log, lifecycle, warnings }: Setup, http: Listener, forced: AbortSignal) {
   lifecycle.beginDrain()
   http.drain()
-  const delayed = await sleep(config.shutdownDelayMs, true, { signal: forced }).catch(() => false)
-  if (!delayed) return exitCodes.failed
+  if (!(await sleep(config.shutdownDelayMs, true, { signal: forced }).catch(() => false))) return exitCodes.failed
   const started = performance.now()
   // The timer is unref'd: a connection still open holds the event loop, and the timer must not.
   const timedOut = sleep(config.shutdownTimeoutMs, false, { signal: forced, ref: false }).catch(() => false)
@@ -214,12 +187,9 @@ async function drain({ config, log, lifecycle, warnings }: Setup, http: Listener
   const dropped = warnings.dropped()
   if (dropped > 0) log.warn({ dropped }, 'lines about misbehaving clients left out of the log')
   if (!closed) {
-    const inflight = [...http.requests()].slice(0, 20).map((res) => ({
-      method: res.req.method,
-      path: res.path,
-      requestId: res.requestId,
-      ageMs: Math.round(performance.now() - res.startedAt),
-    }))
+    const inflight = [...http.requests()].slice(0, 20).map(({ req, path, requestId, startedAt }) => {
+      return { method: req.method, path, requestId, ageMs: Math.round(performance.now() - startedAt) }
+    })
     log.error({ connections: http.connections, inflight }, 'shutdown timed out: closing remaining connections')
     await http.destroy()
     return exitCodes.failed
@@ -231,9 +201,8 @@ async function drain({ config, log, lifecycle, warnings }: Setup, http: Listener
 }
 
 /**
- * watchStop listens on events at once, so a stop during start-up is not lost. first resolves with
- * the first stop, a signal or an error; a signal after it aborts forced and resolves second with
- * its exit code. Errors during the shutdown are logged as they come, once log is set.
+ * watchStop listens at once, so a stop during start-up is not lost: first resolves with the first
+ * signal or error; a signal after it aborts forced and resolves second with its exit code.
  */
 function watchStop(events: RunInput['events']) {
   const first = Promise.withResolvers<{ signal?: string; err?: Error }>()

@@ -10,28 +10,22 @@ import { TrackedResponse } from './response.ts'
 import { newRouter, type Routes } from './router.ts'
 import { newIdSource, parseTraceparent } from './trace.ts'
 
-/**
- * RequestHooks let add-ons see every request without the core knowing them. Each runs on the hot
- * path, so each must be cheap.
- */
+/** RequestHooks let add-ons see every request; they run on the hot path, so they must be cheap. */
 export interface RequestHooks {
   /** admit runs once the route is known; false means it answered the request itself (503, say). */
   admit?: (res: TrackedResponse) => boolean
-  /** done runs when the response finished or was aborted, next to the access log. */
-  done?: (res: TrackedResponse) => void
+  done?: (res: TrackedResponse) => void // when the response finished or was aborted
 }
 
-/** ServerDeps is what newServer needs. */
+/** ServerDeps is what newServer needs; context makes the request's response reachable from any code it runs. */
 export interface ServerDeps {
   log: Logger
   output: LogOutput
   routes: Routes
-  /** context makes the response of the request being handled reachable from any code it runs. */
   context: AsyncLocalStorage<TrackedResponse>
   config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxHeaderBytes'>
   hooks?: RequestHooks[]
-  /** warn logs lines about misbehaving clients, within the budget the service's listeners share. */
-  warn: Warn
+  warn: Warn // lines about misbehaving clients, within a shared budget
 }
 
 /** Listener is a node:http server with the connections it keeps and drains. */
@@ -43,10 +37,9 @@ const requestIdPattern = /^[\w.:-]{1,128}$/
 const absoluteForm = /^https?:\/\/[^/?#]*/i
 
 /**
- * newServer returns the HTTP server: it gives every request its ids (request id, trace context),
- * routes it by path template and method, answers 400, 404, 405 and malformed requests itself, runs
- * the handler in the request context the logger reads, turns whatever a handler throws into a
- * logged 500, and writes one access-log line per request. Timeouts and size limits come from config.
+ * newServer returns the HTTP server: it gives every request its ids, routes it, answers 400, 404,
+ * 405 and malformed requests itself, runs the handler in the request's log context, turns a throw
+ * into a logged 500, and writes one access-log line per request.
  */
 export function newServer({ log, output, routes, context, config, hooks = [], warn }: ServerDeps): Listener {
   const route = newRouter(routes)
@@ -76,10 +69,7 @@ export function newServer({ log, output, routes, context, config, hooks = [], wa
     else context.run(res, dispatch, req, res)
   }
 
-  /**
-   * dispatch answers a request whose ids are set: 400 for a target or Host it cannot take, 404 and
-   * 405 from the routes, else the add-ons' admit hooks and the handler, whose throw becomes a 500.
-   */
+  /** dispatch answers 400 for a target or Host it cannot take, 404 and 405, else runs the hooks and the handler. */
   function dispatch(req: IncomingMessage, res: TrackedResponse) {
     if (connections.draining && latestResponse(req.socket) === res) res.shouldKeepAlive = false
     const path = pathOf(req.url ?? '')
@@ -135,9 +125,8 @@ function fail(log: Logger, res: TrackedResponse, err: unknown) {
 }
 
 /**
- * pathOf returns the path of a request target without its query string. It accepts the
- * absolute-form (`GET http://host/path`) that RFC 9112 says servers must accept, and returns
- * undefined for anything else that is not a path (`*`, `host:port`).
+ * pathOf returns a request target's path without its query string, accepting the absolute-form
+ * (`GET http://host/path`) as RFC 9112 says servers must; undefined for `*` and `host:port`.
  */
 export function pathOf(target: string): string | undefined {
   if (target.charCodeAt(0) !== 47 /* / */) {
@@ -152,7 +141,7 @@ export function pathOf(target: string): string | undefined {
 
 /** checkHost returns why the Host header is unacceptable (RFC 9112 §3.2: exactly one in HTTP/1.1), or undefined. */
 function checkHost(req: IncomingMessage): string | undefined {
-  // Node keeps the first of several Host headers; only the raw list shows them all.
+  // Node keeps the first of several; only the raw list shows them all.
   let count = 0
   const raw = req.rawHeaders
   for (let i = 0; i < raw.length; i += 2) if (raw[i]?.length === 4 && raw[i]?.toLowerCase() === 'host') count++

@@ -2,12 +2,9 @@ import { randomFillSync } from 'node:crypto'
 
 /** TraceContext is the W3C trace context of one request, as this service continues it. */
 export interface TraceContext {
-  /** traceId is 32 lowercase hex digits: the caller's, or new when the caller sent none. */
-  traceId: string
-  /** spanId is 16 lowercase hex digits: new for every request, this service's span. */
-  spanId: string
-  /** flags is the caller's trace-flags (2 hex digits), or '00' for a new trace. */
-  flags: string
+  traceId: string // 32 hex digits: the caller's, or new
+  spanId: string // 16 hex digits: this request's own span
+  flags: string // the caller's trace-flags, or '00' for a new trace
 }
 
 // version "-" trace-id "-" parent-id "-" trace-flags, lowercase hex; version ff and all-zero ids
@@ -17,9 +14,8 @@ const traceparentPattern = /^(?!ff)([0-9a-f]{2})-(?!0{32})([0-9a-f]{32})-(?!0{16
 const zeros = '0'.repeat(32)
 
 /**
- * parseTraceparent validates a `traceparent` header strictly, or returns undefined, so the caller
- * starts a new trace. A version-00 header ends at the flags; a later version may add fields after
- * a dash. Node joins repeated headers with ', ', which fails the pattern: two are invalid.
+ * parseTraceparent validates a `traceparent` header, or returns undefined for a new trace. Version 00
+ * ends at the flags; later ones may add fields. Two headers, joined by Node with ', ', are invalid.
  */
 export function parseTraceparent(header: string | string[] | undefined) {
   const match = typeof header === 'string' ? traceparentPattern.exec(header) : null
@@ -33,9 +29,8 @@ export function formatTraceparent(trace: TraceContext): string {
 }
 
 /**
- * newIdSource returns generators of random trace ids (16 bytes) and span ids (8 bytes) as hex.
- * They are cut from a hex string made 4 KiB of random bytes at a time, so an id costs a slice, not
- * a system call or a call into C++.
+ * newIdSource returns generators of random trace and span ids, cut from a hex string made of 4 KiB
+ * of random bytes at a time: an id costs a slice, not a call into C++.
  */
 export function newIdSource(): { traceId: () => string; spanId: () => string } {
   const pool = Buffer.alloc(4096)
@@ -47,7 +42,7 @@ export function newIdSource(): { traceId: () => string; spanId: () => string } {
       offset = 0
     }
     const id = hex.slice(offset, (offset += chars))
-    // All-zero ids are invalid; the chance is 2^-64 or less, but the spec forbids them outright.
+    // All-zero ids are invalid: unlikely (2^-64), but forbidden.
     return zeros.startsWith(id) ? next(chars) : id
   }
   return { traceId: () => next(32), spanId: () => next(16) }

@@ -65,7 +65,7 @@ describe('the server process', () => {
     assert.deepEqual(await server.exit, { code: 1, signal: null })
     const [line, ...others] = withoutCleanup(server.logs)
     assert.deepEqual(others, [])
-    assert.equal(line?.msg, 'cannot listen: 192.0.2.1 (PORT, HOST) is not an address of this machine')
+    assert.equal(line?.msg, 'cannot listen (PORT, HOST): listen EADDRNOTAVAIL: address not available 192.0.2.1')
     assert.equal(server.stderr(), '')
   })
 
@@ -80,7 +80,7 @@ describe('the server process', () => {
       const [line, ...others] = withoutCleanup(server.logs)
       assert.deepEqual(others, [])
       assert.equal(line?.level, 'fatal')
-      assert.equal(line?.msg, `cannot listen: port ${port} (PORT, HOST) is already in use`)
+      assert.equal(line?.msg, `cannot listen (PORT, HOST): listen EADDRINUSE: address already in use 127.0.0.1:${port}`)
       assert.doesNotMatch(JSON.stringify(server.logs), /\n\s+at /, 'no stack trace')
       assert.equal(server.stderr(), '')
     } finally {

@@ -105,7 +105,10 @@ describe('the debug listener', () => {
           const logs = JSON.parse(err.message.slice(err.message.indexOf('\n') + 1)) as { level: string; msg: string }[]
           assert.equal(logs.length, 1, err.message)
           assert.equal(logs[0]?.level, 'fatal')
-          assert.equal(logs[0]?.msg, `cannot start debug: cannot listen: port ${port} (DEBUG_ADDR) is already in use`)
+          assert.equal(
+            logs[0]?.msg,
+            `cannot start debug: cannot listen (DEBUG_ADDR): listen EADDRINUSE: address already in use 127.0.0.1:${port}`,
+          )
           return true
         },
       )

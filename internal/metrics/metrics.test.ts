@@ -69,7 +69,7 @@ describe('the metrics listener', () => {
     const sink = newLogSink()
     const env = { PORT: '0', METRICS_ADDR: `127.0.0.1:${port}` }
     assert.equal(await run({ env, stdout: sink, events: new EventEmitter(), addOns: [metrics] }), 1)
-    const message = `cannot start metrics: cannot listen: port ${port} (METRICS_ADDR) is already in use`
+    const message = `cannot start metrics: cannot listen (METRICS_ADDR): listen EADDRINUSE: address already in use 127.0.0.1:${port}`
     assert.deepEqual(
       sink.logs.map((l) => [l.level, l.msg]),
       [['fatal', message]],
