@@ -69,6 +69,7 @@ export function newConnections(server: HTTPServer, log: Logger, warn: Warn, onDo
     },
     drain() {
       connections.draining = true
+      // A response already under way closes its connection in onClose.
       for (const socket of state.sockets)
         if (socket[latest]?.headersSent === false) socket[latest].shouldKeepAlive = false
     },
