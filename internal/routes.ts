@@ -3,7 +3,8 @@ import type { Config } from './config.ts'
 import { handleHealth, handleOpenAPI, handleReady } from './health.ts'
 import type { Lifecycle, Readiness } from './lifecycle.ts'
 import type { Logger } from './log.ts'
-import { type Routes, routes } from './router.ts'
+import type { Operations } from './api-types.ts'
+import { type Routes, typedRoutes } from './router.ts'
 
 /** RouteDeps is everything the service's handlers may need. */
 export interface RouteDeps {
@@ -24,7 +25,7 @@ export async function newRoutes(deps: RouteDeps): Promise<Routes> {
   //   const db = await openDatabase(deps.config.databaseUrl)
   //   deps.lifecycle.onShutdown('database', () => db.close())
   //   deps.lifecycle.addCheck('database', (signal) => db.ping({ signal }))
-  return routes({
+  return typedRoutes<Operations>()({
     '/health': { GET: handleHealth(deps.build, deps.startedAt) },
     '/ready': { GET: handleReady(deps.lifecycle) },
     '/openapi.yaml': { GET: handleOpenAPI(deps.spec) },
