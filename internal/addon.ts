@@ -28,14 +28,17 @@ export interface AddOnParts {
 
 /** AddOnContext is what an add-on sees of the service. */
 export interface AddOnContext<C> {
-  config: C // the add-on's own variables
+  /** config holds the add-on's own variables; core the service's. */
+  config: C
   core: Config
   log: Logger
   build: BuildInfo
   startedAt: Date
   lifecycle: Lifecycle
-  server: Pick<Connections, 'inflight' | 'connections' | 'requests'> // the public one, once it listens
-  effectiveConfig: () => Record<string, Record<string, unknown>> // every variable's value, secrets redacted
+  /** server is the public server's connections and requests, once it listens. */
+  server: Pick<Connections, 'inflight' | 'connections' | 'requests'>
+  /** effectiveConfig returns every variable's value, secrets redacted. */
+  effectiveConfig: () => Record<string, Record<string, unknown>>
   /**
    * serve opens a listener of the add-on's own on addr (read from variable), handled as the public
    * port is; quiet leaves successful requests out of the access log. It is cut after the hooks run.

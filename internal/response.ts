@@ -10,13 +10,20 @@ type Headers = OutgoingHttpHeaders | OutgoingHttpHeader[]
  * adds the headers every response carries.
  */
 export class TrackedResponse extends ServerResponse {
-  readonly startedAt = performance.now() // when the request's headers were parsed
-  closedAt = 0 // performance.now() when the response finished or was aborted
-  requestId = '' // in logs and X-Request-Id; '' adds no headers
-  path = '' // the target's path, without the query string
-  route = '' // the matched template ('/items/{id}'), '' for none
-  refused = false // an admit hook answered (shed) it, and logged it
-  trace: TraceContext = noTrace // formatTraceparent(res.trace) continues it downstream
+  /** startedAt is performance.now() when the request's headers were parsed. */
+  readonly startedAt = performance.now()
+  /** closedAt is performance.now() when the response finished or was aborted; 0 until then. */
+  closedAt = 0
+  /** requestId names the request in logs and X-Request-Id; '' adds no headers. */
+  requestId = ''
+  /** path is the target's path, without the query string. */
+  path = ''
+  /** route is the matched template ('/items/{id}'), '' for none. */
+  route = ''
+  /** refused is true when an admit hook answered (shed) the request, and logged it. */
+  refused = false
+  /** trace is the W3C trace context: formatTraceparent(res.trace) continues it downstream. */
+  trace: TraceContext = noTrace
   #written = 0
 
   /** logFields returns the ids every log line of this request carries, a new object each time. */
