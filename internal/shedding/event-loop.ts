@@ -13,24 +13,26 @@ const resolutionMs = 10
 
 /**
  * watchEventLoop samples how late the event loop runs a timer due every 10 ms, and every windowMs
- * stores the mean delay of the window just ended, then starts a new one. Reading delayMs costs a
- * property read: the percentiles are never computed. A window without a single sample means the
- * loop was blocked all along: its delay is then the window's length. windowMs must be at least
- * twice the resolution, or quiet windows would look blocked.
+ * stores the mean delay of the window just ended. The mean comes from the window's length and its
+ * count of samples, as Node records the whole interval between two runs of its timer: no bucket of
+ * the histogram is read or cleared, which costs 100 µs a window (shedding's README). A window
+ * without a single sample means the loop was blocked all along: its delay is then the window's
+ * length. windowMs must be at least twice the resolution, or quiet windows would look blocked.
  */
 export function watchEventLoop(windowMs: number): EventLoopWatch {
   const histogram = monitorEventLoopDelay({ resolution: resolutionMs })
   histogram.enable()
   let delayMs = 0
   let windowStart = performance.now()
+  let counted = 0 // the samples before this window
   const timer = setInterval(() => {
     const now = performance.now()
-    // Node records the whole interval between two runs of its timer, the resolution included: take
-    // it off to leave the delay, as @fastify/under-pressure does.
+    const samples = histogram.count - counted
+    // Take the resolution off the mean interval to leave the delay, as @fastify/under-pressure does.
     delayMs =
-      histogram.count === 0 ? now - windowStart - resolutionMs : Math.max(0, histogram.mean / 1e6 - resolutionMs)
+      samples === 0 ? now - windowStart - resolutionMs : Math.max(0, (now - windowStart) / samples - resolutionMs)
     windowStart = now
-    histogram.reset()
+    counted += samples
   }, windowMs)
   timer.unref() // the watch never keeps a process alive on its own
   return {
