@@ -17,11 +17,13 @@ import { readCPUSeconds, readLogLines, readRSS } from './servers.ts'
 
 const openLoopMain = fileURLToPath(new URL('open-loop.js', import.meta.url))
 
-// GET /items?limit=100 reads a page of 100 items from SQLite and encodes them: about six times the
-// CPU of /health, or of a shed 503, on this machine. POST /items costs under three times as much:
-// at three times its capacity, answering 503 alone would take the whole CPU (BENCHMARKS.md).
+// GET /items?limit=100 reads a page of 100 items from SQLite and encodes them, each with a note of
+// about 1,000 characters: several times the CPU of /health, or of a shed 503. A cheaper work route
+// defeats the test: at three times its capacity, answering 503 alone would take the whole CPU, as
+// it did once the service got faster with short notes (BENCHMARKS.md, Overload).
 const workPath = '/items?limit=100'
 const seedItems = 100
+const lorem = 'words to look like real data; '.repeat(33)
 // Kubernetes' probe settings in deploy/kubernetes/deployment.yaml: a probe slower than this fails.
 const probeTimeoutMs = 2000
 const probeIntervalMs = 100
@@ -148,7 +150,7 @@ async function seed(ctx: Context, service: CountedService): Promise<void> {
     const res = await fetch(`http://127.0.0.1:${service.port}/items`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', connection: 'close' },
-      body: JSON.stringify({ name: `item ${i}`, note: `a note of some length for item ${i}, to look like real data` }),
+      body: JSON.stringify({ name: `item ${i}`, note: `a note for item ${i}: ${lorem}` }),
     })
     await res.arrayBuffer()
     service.answered++
